@@ -1,0 +1,273 @@
+"""Keras callbacks that drive the ticket methods from one `model.fit`.
+
+- `UpdatePruningStep`: tfmot's step callback, plus wiring the optimizer's slots
+  into the monotone wrappers (so removed weights' state is cleared).
+- `PlateauTrigger`: Keras `EarlyStopping`, but instead of stopping it fires
+  listeners (rewind, regularizer growth, pruning plan) and can be re-armed.
+- `Rewind`: tf.train checkpoints of weights and optimizer state per epoch and
+  at step k; restores "r epochs back" or "step k" keeping the current masks.
+- `RegularizerGrowth`: raises the growing regularizers' lambda along a curve.
+"""
+
+import os
+import tempfile
+
+from tf_unilth._compat import keras, tf, tfmot
+from tf_unilth import masks as masks_lib
+from tf_unilth import regularizers as reg_lib
+from tf_unilth import wrapper as wrapper_lib
+
+
+def current_step(model):
+    """The wrappers' pruning step (number of training batches seen so far)."""
+    layers = wrapper_lib.wrappers(model)
+    return int(layers[0].pruning_step.numpy()) if layers else 0
+
+
+class UpdatePruningStep(tfmot.sparsity.keras.UpdatePruningStep):
+    """tfmot's `UpdatePruningStep`, also handing optimizer slots to the wrappers."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        masks_lib.attach_optimizer(self.model)
+
+
+class PlateauTrigger(keras.callbacks.EarlyStopping):
+    """Fires when the monitored metric plateaus, instead of stopping training.
+
+    Same `monitor`, `mode`, `min_delta`, `patience`, `baseline` and
+    `start_from_epoch` semantics as `EarlyStopping` (its decision logic is
+    reused unchanged). When it fires it records the epoch, sets the `fired`
+    variable and calls every listener as `listener(trigger, epoch, logs)`.
+    After firing it is disarmed until `rearm()`; `stop_on_fire=True` also stops
+    training (a second-phase trigger that ends fine-tuning).
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
+                 baseline=None, start_from_epoch=0, listeners=(), stop_on_fire=False,
+                 verbose=0):
+        super().__init__(monitor=monitor, min_delta=min_delta, patience=patience,
+                         verbose=0, mode=mode, baseline=baseline,
+                         restore_best_weights=False, start_from_epoch=start_from_epoch)
+        self.listeners = list(listeners)
+        self.stop_on_fire = stop_on_fire
+        self.trigger_verbose = verbose
+        self.fired = tf.Variable(False, trainable=False, name="plateau_fired")
+        self.fired_epoch = None
+        self.armed = True
+
+    def add_listener(self, listener):
+        self.listeners.append(listener)
+        return listener
+
+    def on_train_begin(self, logs=None):
+        # Keeps fired/armed across fit calls on purpose: a method may run its
+        # phases as several fits. `rearm()` starts a new watch.
+        if self.armed:
+            super().on_train_begin(logs)
+
+    def rearm(self):
+        """Starts watching afresh (wait, best value and epoch reset)."""
+        super().on_train_begin()
+        self.armed = True
+        self.fired_epoch = None
+        self.fired.assign(False)
+
+    def get_monitor_value(self, logs):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"PlateauTrigger monitors {self.monitor!r}, which is not in the "
+                f"epoch logs (available: {sorted(logs)}). Pass validation_data "
+                "to model.fit (val_* metrics need it) or choose another monitor.")
+        return logs[self.monitor]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.armed:
+            return
+        was_stopping = self.model.stop_training
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and not was_stopping:
+            self.model.stop_training = False
+            self._fire(epoch, logs)
+
+    def _fire(self, epoch, logs):
+        self.armed = False
+        self.fired_epoch = epoch
+        self.fired.assign(True)
+        if self.trigger_verbose:
+            print(f"PlateauTrigger: {self.monitor} plateaued at epoch {epoch + 1} "
+                  f"(best {self.best:.5f} at epoch {self.best_epoch + 1}).")
+        for listener in self.listeners:
+            listener(self, epoch, logs)
+        if self.stop_on_fire:
+            self.model.stop_training = True
+
+
+def _rewindable_variables(model):
+    """Model variables a rewind restores: all but masks, thresholds, steps and
+    regularizer state (which belong to the pruning, not to the weights)."""
+    skip = set()
+    for layer in wrapper_lib.wrappers(model):
+        skip.add(id(layer.pruning_step))
+        for _, mask, threshold in layer.pruning_vars:
+            skip.update((id(mask), id(threshold)))
+    for reg in reg_lib.regularizers(model).values():
+        skip.update(id(v) for v in reg.variables)
+    return [v for v in model.variables if id(v) not in skip]
+
+
+class Rewind(keras.callbacks.Callback):
+    """Checkpoints weights and optimizer state; restores them keeping the masks.
+
+    Saves at the end of every epoch (keeping the last `keep_epochs`) and, when
+    `save_step` is given, once after that many training batches (k = 0 saves
+    the initialization at train begin). `rewind_epochs(r)` restores the state
+    of `r` epochs ago, `rewind_to_step()` the step-k state. Masks never come
+    back: restored weights and optimizer slots are multiplied by the current
+    masks. `reset_optimizer=True` zeroes the optimizer state instead of
+    restoring it. Uses `tf.train.Checkpoint` / `CheckpointManager`.
+    """
+
+    def __init__(self, directory=None, keep_epochs=2, save_step=None,
+                 restore_optimizer=True):
+        super().__init__()
+        if keep_epochs < 1:
+            raise ValueError(f"keep_epochs must be >= 1, got {keep_epochs}.")
+        if save_step is not None and save_step < 0:
+            raise ValueError(f"save_step (k) must be >= 0, got {save_step}.")
+        self.directory = directory
+        self.keep_epochs = keep_epochs
+        self.save_step = save_step
+        self.restore_optimizer = restore_optimizer
+        self._checkpoint = None
+        self._epochs = None
+        self._step_path = None
+        self.saved_epochs = []
+        self.last_restored = None
+
+    # -- lifecycle --------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._ensure_checkpoint()
+        if self.save_step == 0 and self._step_path is None:
+            self._save_step_checkpoint()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_step and self._step_path is None:
+            if current_step(self.model) >= self.save_step:
+                self._save_step_checkpoint()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs.save(checkpoint_number=epoch)
+        self.saved_epochs = [e for e in self.saved_epochs if e != epoch] + [epoch]
+        self.saved_epochs = self.saved_epochs[-self.keep_epochs:]
+
+    # Keras only calls batch hooks of callbacks that override them; skip the
+    # per-batch cost entirely when there is no step-k checkpoint to take.
+    def _implements_train_batch_hooks(self):
+        return bool(self.save_step)
+
+    # -- restoring ----------------------------------------------------------
+    def rewind_to_epoch(self, epoch):
+        """Restores the checkpoint saved at the end of `epoch` (0-based)."""
+        path = os.path.join(self._epochs.directory, f"epoch-{epoch}")
+        if epoch not in self.saved_epochs:
+            raise ValueError(
+                f"No checkpoint of epoch {epoch + 1} is kept (kept: "
+                f"{[e + 1 for e in self.saved_epochs]}); raise keep_epochs.")
+        self._restore(path)
+        self.last_restored = ("epoch", epoch)
+
+    def rewind_epochs(self, r, from_epoch=None):
+        """Restores the state `r` epochs before `from_epoch` (default: the last)."""
+        last = self.saved_epochs[-1] if from_epoch is None else from_epoch
+        self.rewind_to_epoch(last - r)
+
+    def rewind_to_step(self):
+        if self._step_path is None:
+            raise ValueError(f"No step-{self.save_step} checkpoint was taken "
+                             "(set save_step and train at least that many steps).")
+        self._restore(self._step_path)
+        self.last_restored = ("step", self.save_step)
+
+    # -- internals ----------------------------------------------------------
+    def _ensure_checkpoint(self):
+        if self._checkpoint is not None:
+            return
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="tf_unilth_rewind_")
+        masks_lib.attach_optimizer(self.model)
+        variables = {f"v{i}": v for i, v in enumerate(_rewindable_variables(self.model))}
+        self._weights = tf.train.Checkpoint(**variables)
+        self._checkpoint = tf.train.Checkpoint(weights=self._weights,
+                                               optimizer=self.model.optimizer)
+        self._epochs = tf.train.CheckpointManager(
+            self._checkpoint, os.path.join(self.directory, "epochs"),
+            max_to_keep=self.keep_epochs, checkpoint_name="epoch")
+
+    def _save_step_checkpoint(self):
+        self._ensure_checkpoint()
+        self._step_path = self._checkpoint.write(
+            os.path.join(self.directory, f"step-{self.save_step}", "ckpt"))
+
+    def _restore(self, path):
+        if self.restore_optimizer:
+            self._checkpoint.read(path).assert_existing_objects_matched()
+        else:
+            tf.train.Checkpoint(weights=self._weights).read(path).expect_partial()
+            reset_optimizer(self.model.optimizer)
+        masks_lib.apply_masks(self.model)
+
+
+def reset_optimizer(optimizer):
+    """Zeroes the optimizer's state (slots and iteration count)."""
+    for v in optimizer.variables:
+        v.assign(tf.zeros_like(v))
+
+
+class RegularizerGrowth(keras.callbacks.Callback):
+    """Raises lambda of the model's GrowingRegularizers along `curve(t)`.
+
+    Idle until `start()` (e.g. a PlateauTrigger listener); then, before each
+    training batch, lambda = curve(t) with t the batches since the start.
+    `restart()` begins a new growth from t = 0 (a new UniLTH round); `stop()`
+    sets lambda to 0 and idles.
+    """
+
+    def __init__(self, curve, active=False):
+        super().__init__()
+        self.curve = curve
+        self.active = active
+        self.t = 0
+        self.history = []
+        self._last = None
+        self._variables = None
+
+    def on_train_begin(self, logs=None):
+        self._variables = [r.lambda_value for r in reg_lib.regularizers(self.model).values()]
+        if not self._variables:
+            raise ValueError("RegularizerGrowth found no GrowingRegularizer; call "
+                             "tf_unilth.regularizers.attach(model) first.")
+
+    def start(self, *unused_args):
+        self.active, self.t, self._last = True, 0, None
+
+    restart = start
+
+    def stop(self, *unused_args):
+        self.active = False
+        self._assign(0.0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.active:
+            return
+        value = float(self.curve(self.t))
+        self._assign(value)
+        self.history.append(value)
+        self.t += 1
+
+    def _assign(self, value):
+        if value != self._last and self._variables:
+            for var in self._variables:
+                var.assign(value)
+            self._last = value

@@ -1,0 +1,147 @@
+"""DLTH's growing L2 penalty on the weights that are about to be removed.
+
+penalty = 0.5 * lambda * sum((w * s)^2), where s marks the selected weights.
+Both lambda and s live in variables (the regularizer is also a `tf.Module`,
+so checkpoints and SavedModel carry them); growth callbacks raise lambda while
+training runs, and controllers move s from round to round, without retracing.
+"""
+
+import numpy as np
+
+from tf_unilth._compat import keras, tf
+from tf_unilth import masks as masks_lib
+
+
+@keras.utils.register_keras_serializable(package="tf_unilth")
+class GrowingRegularizer(keras.regularizers.Regularizer, tf.Module):
+    """0.5 * lambda * ||w * s||^2 with lambda and the selection s in variables."""
+
+    def __init__(self, shape, lambda_value=0.0, name="growing_regularizer"):
+        tf.Module.__init__(self, name=name)
+        self.shape = tuple(int(d) for d in shape)
+        self.lambda_value = tf.Variable(float(lambda_value), trainable=False,
+                                        dtype=tf.float32, name="lambda")
+        self.selection = tf.Variable(tf.zeros(self.shape), trainable=False,
+                                     dtype=tf.float32, name="selection")
+
+    def __call__(self, weight):
+        selected = weight * tf.cast(self.selection, weight.dtype)
+        return (0.5 * tf.cast(self.lambda_value, weight.dtype)
+                * tf.reduce_sum(tf.square(selected)))
+
+    def select(self, chosen):
+        """Marks the weights to penalize (a bool/0-1 array of the weight's shape)."""
+        chosen = np.asarray(chosen, dtype=np.float32)
+        if chosen.shape != self.shape:
+            raise ValueError(f"Selection shape {chosen.shape} != weight shape {self.shape}.")
+        self.selection.assign(chosen)
+
+    def get_config(self):
+        # The selection and lambda are state, restored with the weights of a
+        # checkpoint; the config rebuilds an equivalent, empty regularizer.
+        return {"shape": list(self.shape), "lambda_value": float(self.lambda_value.numpy()),
+                "name": self.name}
+
+
+_REGULARIZER_ATTR = {"kernel": "kernel_regularizer", "embeddings": "embeddings_regularizer",
+                     "depthwise_kernel": "depthwise_regularizer",
+                     "pointwise_kernel": "pointwise_regularizer"}
+
+
+def attach(model):
+    """Gives every prunable weight of a wrapped model a GrowingRegularizer.
+
+    Works on models that are already built and wrapped: the penalty is added as
+    a callable loss of the inner layer (what Keras itself does for
+    `kernel_regularizer`), and the layer's `*_regularizer` attribute is set too
+    so saved configs rebuild it. Returns {key: regularizer}; attaching twice
+    returns the existing ones.
+    """
+    found = regularizers(model)
+    if found:
+        return found
+    result = {}
+    with model.distribute_strategy.scope():
+        for record in masks_lib.pruned_weights(model):
+            layer = record.wrapper.layer
+            reg = GrowingRegularizer(record.weight.shape,
+                                     name=f"growing_regularizer_{record.index}")
+            attr = next((a for a, v in vars(layer).items() if v is record.weight), None)
+            if attr in _REGULARIZER_ATTR and getattr(layer, _REGULARIZER_ATTR[attr], None) is None:
+                setattr(layer, _REGULARIZER_ATTR[attr], reg)
+            weight = record.weight
+            layer.add_loss(lambda reg=reg, weight=weight: reg(weight))
+            record.wrapper._tf_unilth_regularizers = getattr(  # pylint: disable=protected-access
+                record.wrapper, "_tf_unilth_regularizers", {})
+            record.wrapper._tf_unilth_regularizers[record.index] = reg  # pylint: disable=protected-access
+            result[record.key] = reg
+    return result
+
+
+def regularizers(model):
+    """{key: GrowingRegularizer} attached to `model` (by `attach` or a config)."""
+    found = {}
+    for record in masks_lib.pruned_weights(model):
+        attached = getattr(record.wrapper, "_tf_unilth_regularizers", {})
+        if record.index in attached:
+            found[record.key] = attached[record.index]
+            continue
+        layer = record.wrapper.layer
+        attr = next((a for a, v in vars(layer).items() if v is record.weight), None)
+        reg = getattr(layer, _REGULARIZER_ATTR.get(attr, ""), None)
+        if isinstance(reg, GrowingRegularizer):
+            found[record.key] = reg
+    return found
+
+
+def set_selection(model, selection):
+    """Points each weight's regularizer at the selected weights (others: 0)."""
+    regs = regularizers(model)
+    if not regs:
+        raise ValueError("No GrowingRegularizer attached; call tf_unilth.regularizers.attach(model).")
+    for key, reg in regs.items():
+        reg.select(selection.get(key, np.zeros(reg.shape, bool)))
+
+
+def set_lambda(model, value):
+    for reg in regularizers(model).values():
+        reg.lambda_value.assign(float(value))
+
+
+# ---------------------------------------------------------------------------
+# Growth curves: lambda as a function of the steps t since growth started.
+
+class LinearStepGrowth:
+    """DLTH: +delta every `every` steps, capped at lambda_max (then held)."""
+
+    def __init__(self, delta=1e-4, every=5, lambda_max=1.0):
+        if delta <= 0 or every < 1 or lambda_max <= 0:
+            raise ValueError("LinearStepGrowth needs delta > 0, every >= 1, lambda_max > 0.")
+        self.delta, self.every, self.lambda_max = delta, int(every), lambda_max
+
+    def __call__(self, t):
+        return min(self.lambda_max, self.delta * (t // self.every))
+
+    def steps_to_max(self):
+        return int(np.ceil(self.lambda_max / self.delta)) * self.every
+
+    def get_config(self):
+        return {"delta": self.delta, "every": self.every, "lambda_max": self.lambda_max}
+
+
+class PowerGrowth:
+    """UniLTH: lambda_max * (t / G)^gamma for t <= G, then lambda_max."""
+
+    def __init__(self, lambda_max=1.0, steps=1000, gamma=2.0):
+        if lambda_max <= 0 or steps < 1 or gamma <= 0:
+            raise ValueError("PowerGrowth needs lambda_max > 0, steps >= 1, gamma > 0.")
+        self.lambda_max, self.steps, self.gamma = lambda_max, int(steps), gamma
+
+    def __call__(self, t):
+        return self.lambda_max * min(1.0, t / self.steps) ** self.gamma
+
+    def steps_to_max(self):
+        return self.steps
+
+    def get_config(self):
+        return {"lambda_max": self.lambda_max, "steps": self.steps, "gamma": self.gamma}

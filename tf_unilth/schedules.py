@@ -1,0 +1,177 @@
+"""Pruning schedules whose decisions are made while training runs.
+
+tfmot traces `schedule(step)` into the training graph once, so any state kept
+in Python attributes is frozen at trace time. The schedules here keep their
+run-time state in `tf.Variable`s instead: a plateau trigger (or any callback)
+can start a round plan mid-training and the traced graph follows it.
+
+Step counting follows tfmot: each wrapper's `pruning_step` starts at -1,
+`UpdatePruningStep` sets it to 0 at the start of training, and the forward
+pass increments it *before* asking the schedule, so the first training batch
+sees step 1. A plan started with `start(step)` while the wrapper is at `step`
+prunes at `step + offset` for each offset: offset 1 is the very next batch.
+"""
+
+import numpy as np
+
+from tf_unilth._compat import keras, tf, tfmot
+
+_PruningSchedule = tfmot.sparsity.keras.PruningSchedule
+
+
+def geometric_densities(target_sparsity, rounds, start_density=1.0):
+    """Densities d_i = start * (d_target / start)^(i/R), i = 1..R."""
+    _check_sparsity(target_sparsity)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}.")
+    end = 1.0 - target_sparsity
+    if end > start_density:
+        raise ValueError(
+            f"Target density {end:.4f} is above the current density "
+            f"{start_density:.4f}: pruning can only remove weights.")
+    return [start_density * (end / start_density) ** (i / rounds)
+            for i in range(1, rounds + 1)]
+
+
+def fixed_rate_densities(rate, rounds, start_density=1.0):
+    """Densities after removing `rate` of the remaining weights per round."""
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"Pruning rate must be in (0, 1), got {rate}.")
+    return [start_density * (1.0 - rate) ** i for i in range(1, rounds + 1)]
+
+
+def rounds_to_reach(target_sparsity, rate):
+    """Rounds of fixed `rate` needed to reach at least `target_sparsity`."""
+    _check_sparsity(target_sparsity)
+    if target_sparsity == 0.0:
+        return 0
+    return int(np.ceil(np.log(1.0 - target_sparsity) / np.log(1.0 - rate) - 1e-9))
+
+
+def _check_sparsity(sparsity, name="target sparsity"):
+    if not (isinstance(sparsity, (int, float, np.floating)) and 0.0 <= sparsity < 1.0):
+        raise ValueError(
+            f"The {name} must be a number in [0, 1) (fraction of prunable weights "
+            f"removed), got {sparsity!r}.")
+
+
+@keras.utils.register_keras_serializable(package="tf_unilth")
+class TriggeredSchedule(_PruningSchedule, tf.Module):
+    """Does nothing until started, then prunes once per planned event.
+
+    The plan is `sparsities[i]` at `offsets[i]` steps after the start step.
+    Both are part of the config; `sparsities` is also a variable so a
+    controller can retarget a layer at run time (global selection decides each
+    layer's share only when the round begins). `start(step)` arms the plan,
+    `freeze()` disarms it: a frozen schedule never changes the mask.
+    """
+
+    def __init__(self, sparsities=(), offsets=(), name="triggered_schedule"):
+        tf.Module.__init__(self, name=name)
+        sparsities = [float(s) for s in sparsities]
+        offsets = [int(o) for o in offsets]
+        if len(sparsities) != len(offsets):
+            raise ValueError(
+                f"sparsities ({len(sparsities)}) and offsets ({len(offsets)}) "
+                "must have one entry per pruning event.")
+        for s in sparsities:
+            _check_sparsity(s, "event sparsity")
+        if any(o < 1 for o in offsets) or offsets != sorted(set(offsets)):
+            raise ValueError(
+                f"offsets must be distinct, increasing and >= 1, got {offsets}.")
+        self._config_sparsities = sparsities
+        self._config_offsets = offsets
+        # A schedule with no events still needs non-empty tensors to compare.
+        padded_s = sparsities or [0.0]
+        padded_o = offsets or [-1]
+        self.offsets = tf.constant(padded_o, tf.int64)
+        self.sparsities = tf.Variable(
+            padded_s, trainable=False, dtype=tf.float32, name="sparsities")
+        # -1: not started (or frozen).
+        self.start_step = tf.Variable(
+            -1, trainable=False, dtype=tf.int64, name="start_step")
+
+    @property
+    def num_events(self):
+        return len(self._config_offsets)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        started = tf.greater_equal(self.start_step, 0)
+        hits = tf.logical_and(
+            tf.equal(self.start_step + self.offsets, step), started)
+        if not self._config_offsets:
+            hits = tf.zeros_like(hits)
+        should_prune = tf.reduce_any(hits)
+        sparsity = tf.reduce_max(
+            tf.where(hits, self.sparsities, tf.zeros_like(self.sparsities)))
+        return should_prune, sparsity
+
+    def start(self, step):
+        """Arms the plan: event i fires at `step + offsets[i]`."""
+        self.start_step.assign(int(step))
+
+    def freeze(self):
+        """Disarms the plan; the mask no longer changes."""
+        self.start_step.assign(-1)
+
+    @property
+    def started(self):
+        return int(self.start_step.numpy()) >= 0
+
+    def event_steps(self):
+        """Absolute steps of the events, or [] when not started."""
+        start = int(self.start_step.numpy())
+        return [] if start < 0 else [start + o for o in self._config_offsets]
+
+    def set_sparsity(self, event, sparsity):
+        """Retargets one event (e.g. a layer's share of a global selection)."""
+        _check_sparsity(sparsity, "event sparsity")
+        values = self.sparsities.numpy()
+        values[event] = sparsity
+        self.sparsities.assign(values)
+
+    def get_config(self):
+        return {"class_name": self.__class__.__name__,
+                "config": {"sparsities": list(self._config_sparsities),
+                           "offsets": list(self._config_offsets),
+                           "name": self.name}}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config.get("config", config))
+        return cls(**config)
+
+    @classmethod
+    def rounds(cls, densities, steps_per_round, start_density=1.0, name=None):
+        """A round plan: one event at the last step of each round.
+
+        `densities` are the densities after each round (e.g.
+        `geometric_densities(...)`); the sparsity of event i is 1 - d_i.
+        """
+        if steps_per_round < 1:
+            raise ValueError(f"steps_per_round must be >= 1, got {steps_per_round}.")
+        del start_density  # densities are absolute; kept for readability at call sites
+        return cls(sparsities=[1.0 - d for d in densities],
+                   offsets=[steps_per_round * (i + 1) for i in range(len(densities))],
+                   name=name or "triggered_schedule")
+
+
+@keras.utils.register_keras_serializable(package="tf_unilth")
+class OneShotSchedule(TriggeredSchedule):
+    """Prunes once, to `sparsity`, at the first training step after `start()`.
+
+    DLTH's removal step: the controller calls `start(current_step)` when the
+    regularization phase ends and the next batch removes the weights.
+    """
+
+    def __init__(self, sparsity=0.0, name="one_shot_schedule"):
+        super().__init__(sparsities=[sparsity], offsets=[1], name=name)
+
+    def get_config(self):
+        return {"class_name": self.__class__.__name__,
+                "config": {"sparsity": self._config_sparsities[0], "name": self.name}}
+
+
+def is_our_schedule(schedule):
+    return isinstance(schedule, TriggeredSchedule)
