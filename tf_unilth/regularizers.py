@@ -69,13 +69,20 @@ def attach(model):
             attr = next((a for a, v in vars(layer).items() if v is record.weight), None)
             if attr in _REGULARIZER_ATTR and getattr(layer, _REGULARIZER_ATTR[attr], None) is None:
                 setattr(layer, _REGULARIZER_ATTR[attr], reg)
-            weight = record.weight
-            layer.add_loss(lambda reg=reg, weight=weight: reg(weight))
+            layer.add_loss(_penalty(reg, record.weight))
             record.wrapper._tf_unilth_regularizers = getattr(  # pylint: disable=protected-access
                 record.wrapper, "_tf_unilth_regularizers", {})
-            record.wrapper._tf_unilth_regularizers[record.index] = reg  # pylint: disable=protected-access
+            record.wrapper._tf_unilth_regularizers[str(record.index)] = reg  # pylint: disable=protected-access
             result[record.key] = reg
     return result
+
+
+def _penalty(reg, weight):
+    # A closure without arguments: Keras traces callable losses for SavedModel,
+    # and default arguments would become (unencodable) function inputs.
+    def penalty():
+        return reg(weight)
+    return penalty
 
 
 def regularizers(model):
@@ -83,8 +90,8 @@ def regularizers(model):
     found = {}
     for record in masks_lib.pruned_weights(model):
         attached = getattr(record.wrapper, "_tf_unilth_regularizers", {})
-        if record.index in attached:
-            found[record.key] = attached[record.index]
+        if str(record.index) in attached:
+            found[record.key] = attached[str(record.index)]
             continue
         layer = record.wrapper.layer
         attr = next((a for a, v in vars(layer).items() if v is record.weight), None)

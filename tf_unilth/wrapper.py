@@ -37,14 +37,14 @@ def _strategy_update(distribution, var, fn, *args):
 class MonotonePruning(pruning_impl.Pruning):
     """tfmot's magnitude pruning, restricted to surviving weights and monotone."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, selected_count, agreed_count, **kwargs):
         super().__init__(*args, **kwargs)
         self._slots = [[] for _ in self._pruning_vars]
         self._selections = [None for _ in self._pruning_vars]
         # Selection fidelity of the last event: how many selected weights the
-        # magnitude criterion also chose. Diagnostics, not saved with the model.
-        self.selected_count = tf.Variable(0.0, trainable=False, name="selected_count")
-        self.agreed_count = tf.Variable(0.0, trainable=False, name="agreed_count")
+        # magnitude criterion also chose (variables owned by the wrapper).
+        self.selected_count = selected_count
+        self.agreed_count = agreed_count
 
     def set_optimizer_slots(self, slots_per_weight):
         """Optimizer variables shaped like each weight, zeroed where removed."""
@@ -161,7 +161,11 @@ class MonotonePruneLowMagnitude(_TfmotWrapper):
 
     def build(self, input_shape):
         super().build(input_shape)
+        counts = [self.add_weight(name, shape=[], initializer="zeros", trainable=False,
+                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                  for name in ("selected_count", "agreed_count")]
         self.pruning_obj = MonotonePruning(
+            selected_count=counts[0], agreed_count=counts[1],
             training_step_fn=lambda: self.pruning_step,
             pruning_vars=self.pruning_vars,
             pruning_schedule=self.pruning_schedule,
@@ -206,7 +210,11 @@ class MonotonePruneLowMagnitude(_TfmotWrapper):
         config = dict(config)
         schedule = config.pop("pruning_schedule")
         config["pruning_schedule"] = deserialize_schedule(schedule)
-        config["layer"] = keras.layers.deserialize(config.pop("layer"))
+        from tf_unilth import regularizers  # pylint: disable=import-outside-toplevel
+        # Legacy (.h5) deserialization looks regularizers up by bare class name.
+        with keras.utils.custom_object_scope(
+                {"GrowingRegularizer": regularizers.GrowingRegularizer}):
+            config["layer"] = keras.layers.deserialize(config.pop("layer"))
         return cls(**config)
 
 
