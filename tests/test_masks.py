@@ -1,0 +1,124 @@
+"""Masks: monotone under aggressive training, optimizer state cleared, selections."""
+
+import numpy as np
+import pytest
+
+from tf_unilth._compat import keras
+from tf_unilth import callbacks, masks, wrapper
+
+from helpers import Recorder, StartSchedulesAt, compile_model, pruned_toy, toy_data
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.Adam(1.0),
+    lambda: keras.optimizers.SGD(2.0, momentum=0.9),
+    lambda: keras.optimizers.RMSprop(1.0, momentum=0.9),
+    lambda: keras.optimizers.legacy.Adam(1.0),
+])
+def test_masks_are_monotone_and_removed_weights_stay_exactly_zero(optimizer):
+    x, y = toy_data(n=128)
+    model = compile_model(pruned_toy(densities=(0.6, 0.3, 0.1), steps_per_round=3),
+                          optimizer=optimizer())
+    rec = Recorder()
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0,
+              callbacks=[callbacks.UpdatePruningStep(), StartSchedulesAt(0), rec])
+    assert masks.sparsity(model) == pytest.approx(0.9, abs=0.01)
+    previous = None
+    for batch in rec.batches:
+        for (w, m) in batch:
+            assert np.all(w[m == 0] == 0.0), "a removed weight moved"
+        if previous is not None:
+            for (_, m_prev), (_, m) in zip(previous, batch):
+                assert np.all(m <= m_prev), "a mask grew back"
+        previous = batch
+    # Optimizer state of removed weights is zero too.
+    for r in masks.pruned_weights(model):
+        slots = masks.optimizer_slots(model.optimizer, r.weight)
+        assert slots, "no slot found for " + r.key
+        for slot in slots:
+            assert np.all(slot.numpy()[r.mask.numpy() == 0] == 0.0)
+
+
+def test_removed_weights_get_zero_gradient():
+    import tensorflow as tf
+    x, y = toy_data(n=32)
+    model = compile_model(pruned_toy())
+    masks.remove(model, masks.magnitude_layerwise(model, 0.5))
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(
+            y, model(x, training=False), from_logits=True)
+    records = masks.pruned_weights(model)
+    grads = tape.gradient(loss, [r.weight for r in records])
+    for r, g in zip(records, grads):
+        g = g.numpy()
+        assert np.all(g[r.mask.numpy() == 0] == 0.0)
+        assert np.any(g[r.mask.numpy() == 1] != 0.0)
+
+
+def test_layerwise_selection_rates_and_overrides():
+    model = pruned_toy()
+    sel = masks.magnitude_layerwise(model, 0.2, rate_overrides={"output": 0.1})
+    mags = masks.magnitude_scores(model)
+    for key, chosen in sel.items():
+        rate = 0.1 if key.startswith("output") else 0.2
+        assert chosen.sum() == round(chosen.size * rate)
+        # Every chosen weight is no larger than every kept one.
+        assert mags[key][chosen].max() <= mags[key][~chosen].min()
+    masks.remove(model, sel)
+    again = masks.magnitude_layerwise(model, 0.2)
+    alive = masks.get_masks(model)
+    for key, chosen in again.items():
+        assert not np.any(chosen & ~alive[key]), "selected an already removed weight"
+        assert chosen.sum() == round(alive[key].sum() * 0.2)
+
+
+def test_global_selection_uses_one_threshold():
+    model = pruned_toy()
+    sel = masks.magnitude_global(model, 0.5)
+    mags = masks.magnitude_scores(model)
+    chosen = np.concatenate([mags[k][sel[k]] for k in sel])
+    kept = np.concatenate([mags[k][~sel[k]] for k in sel])
+    assert chosen.max() <= kept.min()
+    assert chosen.size == round((chosen.size + kept.size) * 0.5)
+    per_layer = {k: v.mean() for k, v in sel.items()}
+    assert max(per_layer.values()) - min(per_layer.values()) > 0.01  # not uniform
+
+
+def test_random_selection_is_seeded():
+    model = pruned_toy()
+    a = masks.random(model, 0.5, seed=1)
+    b = masks.random(model, 0.5, seed=1)
+    c = masks.random(model, 0.5, seed=2)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert any(not np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_set_masks_never_regrows_and_reports_refusals():
+    model = pruned_toy()
+    masks.remove(model, masks.magnitude_layerwise(model, 0.5))
+    before = masks.get_masks(model)
+    refused = masks.set_masks(model, {k: np.ones_like(v) for k, v in before.items()})
+    assert refused == sum(int((~v).sum()) for v in before.values())
+    after = masks.get_masks(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_sparsity_report_and_block_scores():
+    model = pruned_toy()
+    masks.remove(model, masks.select(model, "block", 0.5, block_size=(4, 1)))
+    report = masks.sparsity_report(model)
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert set(report["layers"]) == {"fc1/0", "fc2/0", "output/0"}
+    m = masks.get_masks(model)["fc1/0"]  # (20, 32): blocks of 4 input rows
+    blocks = m.reshape(5, 4, 32)
+    assert np.all(blocks.min(axis=1) == blocks.max(axis=1)), "blocks split"
+
+
+def test_unknown_selection_and_bad_rate():
+    model = pruned_toy()
+    with pytest.raises(ValueError, match="Unknown selection"):
+        masks.select(model, "smallest", 0.2)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        masks.magnitude_layerwise(model, 1.2)
+    with pytest.raises(ValueError, match="unknown layers"):
+        masks.magnitude_layerwise(model, 0.2, rate_overrides={"nope": 0.1})
