@@ -18,6 +18,11 @@ from tf_unilth import regularizers as reg_lib
 from tf_unilth import wrapper as wrapper_lib
 
 
+def _strategy_scope(model):
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else tf.distribute.get_strategy().scope()
+
+
 def current_step(model):
     """The wrappers' pruning step (number of training batches seen so far)."""
     layers = wrapper_lib.wrappers(model)
@@ -52,9 +57,15 @@ class PlateauTrigger(keras.callbacks.EarlyStopping):
         self.listeners = list(listeners)
         self.stop_on_fire = stop_on_fire
         self.trigger_verbose = verbose
-        self.fired = tf.Variable(False, trainable=False, name="plateau_fired")
+        self.fired = None  # created with the model, in its strategy's scope
         self.fired_epoch = None
         self.armed = True
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.fired is None:
+            with _strategy_scope(model):
+                self.fired = tf.Variable(False, trainable=False, name="plateau_fired")
 
     def add_listener(self, listener):
         self.listeners.append(listener)
@@ -71,7 +82,8 @@ class PlateauTrigger(keras.callbacks.EarlyStopping):
         super().on_train_begin()
         self.armed = True
         self.fired_epoch = None
-        self.fired.assign(False)
+        if self.fired is not None:
+            self.fired.assign(False)
 
     def get_monitor_value(self, logs):
         logs = logs or {}
