@@ -117,3 +117,16 @@ def test_pruned_model_round_trips_with_our_schedule_and_keeps_training(tmp_path,
                callbacks=[callbacks.UpdatePruningStep(), StartSchedulesAt(0)])
     assert masks.sparsity(loaded) >= masks.sparsity(model)
     assert all(np.all(after[k] >= masks.get_masks(loaded)[k]) for k in after)
+
+
+def test_set_plan_changes_the_traced_plan():
+    s = schedules.TriggeredSchedule([0.5, 0.7], [100, 200])
+    fn = tf.function(lambda step: s(step))
+    fn(tf.constant(0, tf.int64))
+    s.set_plan([0.2, 0.4], [2, 4])
+    s.start(10)
+    fired = {i: round(float(fn(tf.constant(i, tf.int64))[1]), 6)
+             for i in range(30) if bool(fn(tf.constant(i, tf.int64))[0])}
+    assert fired == {12: 0.2, 14: 0.4}
+    with pytest.raises(ValueError, match="2 events"):
+        s.set_plan([0.1], [3])

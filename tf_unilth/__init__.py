@@ -1,3 +1,18 @@
-"""tf_unilth: find winning lottery tickets and transform random tickets into winning ones."""
+"""tf_unilth: find winning lottery tickets and transform random tickets into winning ones.
 
-from tf_unilth._compat import keras, tf, tfmot  # noqa: F401  (sets up Keras 2 first)
+Importing it first sets Keras up for tfmot (Keras 2 via `tf_keras`, see
+`_compat`). The public API is re-exported here; the parts live in one module
+per concern: schedules, masks, regularizers, callbacks, wrapper, methods.
+"""
+
+from tf_unilth._compat import KERAS2_RULE, check_model, keras, tf, tfmot  # noqa: F401
+from tf_unilth import (callbacks, data, masks, methods, models, regularizers,  # noqa: F401
+                       schedules, training, wrapper)
+from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,  # noqa: F401
+                                 UpdatePruningStep)
+from tf_unilth.regularizers import GrowingRegularizer  # noqa: F401
+from tf_unilth.schedules import OneShotSchedule, TriggeredSchedule  # noqa: F401
+from tf_unilth.ticket import TicketResult, find_ticket, ticket_sparsity  # noqa: F401
+from tf_unilth.wrapper import MonotonePruneLowMagnitude, prune, strip  # noqa: F401
+
+__version__ = "0.1.0"

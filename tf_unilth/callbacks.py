@@ -101,9 +101,10 @@ class PlateauTrigger(keras.callbacks.EarlyStopping):
         super().on_epoch_end(epoch, logs)
         if self.model.stop_training and not was_stopping:
             self.model.stop_training = False
-            self._fire(epoch, logs)
+            self.fire(epoch, logs)
 
-    def _fire(self, epoch, logs):
+    def fire(self, epoch, logs=None):
+        """Fires now (also used to force the trigger when a budget runs out)."""
         self.armed = False
         self.fired_epoch = epoch
         self.fired.assign(True)
@@ -224,7 +225,9 @@ class Rewind(keras.callbacks.Callback):
 
     def _restore(self, path):
         if self.restore_optimizer:
-            self._checkpoint.read(path).assert_existing_objects_matched()
+            # A fresh root: the manager's save_counter is bookkeeping, not state.
+            tf.train.Checkpoint(weights=self._weights, optimizer=self.model.optimizer).read(
+                path).assert_existing_objects_matched()
         else:
             tf.train.Checkpoint(weights=self._weights).read(path).expect_partial()
             reset_optimizer(self.model.optimizer)

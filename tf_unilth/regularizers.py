@@ -10,6 +10,7 @@ import numpy as np
 
 from tf_unilth._compat import keras, tf
 from tf_unilth import masks as masks_lib
+from tf_unilth import wrapper as wrapper_lib
 
 
 @keras.utils.register_keras_serializable(package="tf_unilth")
@@ -54,11 +55,14 @@ def attach(model):
     Works on models that are already built and wrapped: the penalty is added as
     a callable loss of the inner layer (what Keras itself does for
     `kernel_regularizer`), and the layer's `*_regularizer` attribute is set too
-    so saved configs rebuild it. Returns {key: regularizer}; attaching twice
-    returns the existing ones.
+    so saved configs rebuild it. Each wrapper's pruning events then remove
+    exactly the selected weights (and report how far magnitude agreed).
+    Returns {key: regularizer}; attaching twice returns the existing ones.
+    Call it before the first `fit` (the selection is part of the traced step).
     """
     found = regularizers(model)
     if found:
+        _link_selections(model, found)
         return found
     result = {}
     with model.distribute_strategy.scope():
@@ -74,7 +78,18 @@ def attach(model):
                 record.wrapper, "_tf_unilth_regularizers", {})
             record.wrapper._tf_unilth_regularizers[str(record.index)] = reg  # pylint: disable=protected-access
             result[record.key] = reg
+    _link_selections(model, result)
     return result
+
+
+def _link_selections(model, regs):
+    # The weights a regularizer extrudes are the ones the next pruning event
+    # removes: tfmot's magnitude criterion runs and is measured against them,
+    # and where the two differ the selection wins (see MonotonePruning).
+    for layer in wrapper_lib.wrappers(model):
+        keys = [f"{layer.layer.name}/{i}" for i in range(len(layer.pruning_vars))]
+        layer.pruning_obj.set_selections([regs[k].selection if k in regs else None
+                                          for k in keys])
 
 
 def _penalty(reg, weight):

@@ -84,7 +84,7 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
         # A schedule with no events still needs non-empty tensors to compare.
         padded_s = sparsities or [0.0]
         padded_o = offsets or [-1]
-        self.offsets = tf.constant(padded_o, tf.int64)
+        self.offsets = tf.Variable(padded_o, trainable=False, dtype=tf.int64, name="offsets")
         self.sparsities = tf.Variable(
             padded_s, trainable=False, dtype=tf.float32, name="sparsities")
         # -1: not started (or frozen).
@@ -122,7 +122,23 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
     def event_steps(self):
         """Absolute steps of the events, or [] when not started."""
         start = int(self.start_step.numpy())
-        return [] if start < 0 else [start + o for o in self._config_offsets]
+        return [] if start < 0 else [start + int(o) for o in self.offsets.numpy()
+                                     ][:self.num_events]
+
+    def set_plan(self, sparsities, offsets):
+        """Replaces the plan at run time (same number of events as configured),
+        e.g. once the round length in steps is known."""
+        sparsities, offsets = list(sparsities), [int(o) for o in offsets]
+        if len(sparsities) != self.num_events or len(offsets) != self.num_events:
+            raise ValueError(f"This schedule has {self.num_events} events; got "
+                             f"{len(sparsities)} sparsities and {len(offsets)} offsets.")
+        for sp in sparsities:
+            _check_sparsity(sp, "event sparsity")
+        if any(o < 1 for o in offsets) or offsets != sorted(set(offsets)):
+            raise ValueError(f"offsets must be distinct, increasing and >= 1, got {offsets}.")
+        if self.num_events:
+            self.sparsities.assign(sparsities)
+            self.offsets.assign(offsets)
 
     def set_sparsity(self, event, sparsity):
         """Retargets one event (e.g. a layer's share of a global selection)."""

@@ -1,0 +1,54 @@
+"""DLTH: random sparse network transformation (Bai et al., ICLR 2022).
+
+  1. draw a seeded random ticket at the target sparsity;
+  2. train the dense network with 0.5 * lambda * ||w * (1 - m)||^2 on the
+     weights the ticket removes, lambda += delta every K steps up to
+     lambda_max, then held for `hold_epochs`;
+  3. remove those weights in one shot (tfmot event, the selection wins) and
+     fine-tune with the mask fixed.
+"""
+
+import math
+
+from tf_unilth import masks, regularizers, schedules, wrapper
+from tf_unilth.callbacks import RegularizerGrowth, UpdatePruningStep, current_step
+
+
+def run(session, model, target_sparsity, epochs=None, lambda_delta=1e-4, lambda_every=5,
+        lambda_max=1.0, hold_epochs=5, finetune_epochs=20, seed=0, rate_overrides=None):
+    with session.strategy.scope():
+        pruned = wrapper.prune(model, lambda layer: schedules.OneShotSchedule(0.0))
+    regularizers.attach(pruned)
+    ticket = masks.random(pruned, target_sparsity, seed, rate_overrides)
+    regularizers.set_selection(pruned, ticket)
+    for record in masks.pruned_weights(pruned):
+        record.wrapper.pruning_schedule.set_sparsity(
+            0, float(ticket[record.key].sum()) / ticket[record.key].size)
+    session.compile(pruned)
+
+    growth = RegularizerGrowth(
+        regularizers.LinearStepGrowth(lambda_delta, lambda_every, lambda_max), active=True)
+    reg_epochs = math.ceil(growth.curve.steps_to_max() / session.data.steps_per_epoch) + hold_epochs
+    if epochs is not None:  # an overall budget: regularize first, fine-tune the rest
+        reg_epochs = min(reg_epochs, max(1, epochs - finetune_epochs))
+    session.fit(pruned, reg_epochs, callbacks=[UpdatePruningStep(), growth])
+    session.record_round(pruned, 0, lambda_reached=growth.history[-1] if growth.history else 0.0)
+
+    # One-shot removal at the first fine-tuning step, then the mask is fixed.
+    step = current_step(pruned)
+    for layer in wrapper.wrappers(pruned):
+        layer.pruning_schedule.start(step)
+    growth.stop()
+    session.fit(pruned, reg_epochs + finetune_epochs, initial_epoch=reg_epochs,
+                callbacks=[UpdatePruningStep()])
+    session.record_round(pruned, 1, selection_fidelity=selection_fidelity(pruned))
+    return pruned
+
+
+def selection_fidelity(model):
+    """Share of the selected weights that tfmot's magnitude criterion also chose
+    at the last event (1.0 = the regularizer fully extruded them)."""
+    layers = wrapper.wrappers(model)
+    selected = sum(float(l.pruning_obj.selected_count.numpy()) for l in layers)
+    agreed = sum(float(l.pruning_obj.agreed_count.numpy()) for l in layers)
+    return agreed / selected if selected else 1.0

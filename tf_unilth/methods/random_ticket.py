@@ -1,0 +1,17 @@
+"""The random control: a seeded random mask at the target sparsity, trained
+from the same initialization with the mask fixed and no regularization.
+A winning ticket has to beat this."""
+
+from tf_unilth import masks, wrapper
+from tf_unilth.callbacks import UpdatePruningStep
+from tf_unilth.methods.dense import _best_epoch
+
+
+def run(session, model, target_sparsity, epochs=20, seed=0, rate_overrides=None):
+    with session.strategy.scope():
+        pruned = wrapper.prune(model)
+    masks.remove(pruned, masks.random(pruned, target_sparsity, seed, rate_overrides))
+    session.compile(pruned)
+    history = session.fit(pruned, epochs, callbacks=[UpdatePruningStep()])
+    session.record_round(pruned, 1, best_val_epoch=_best_epoch(history))
+    return pruned

@@ -1,0 +1,97 @@
+"""`find_ticket`: one call from a tf_keras model and data to a trained ticket."""
+
+import dataclasses
+import inspect
+
+import numpy as np
+
+from tf_unilth._compat import check_model, keras
+from tf_unilth import masks, methods, schedules, training, wrapper
+
+
+@dataclasses.dataclass
+class TicketResult:
+    """The trained ticket (wrappers stripped, removed weights exactly 0),
+    its per-round records and its final sparsity over prunable weights."""
+    model: keras.Model
+    rounds: list
+    sparsity: float
+    final: dict
+    total: dict
+    method_info: dict = None
+    pruned_model: keras.Model = None  # the wrapped model, masks included
+
+
+def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
+                test_data=None, epochs=None, *, optimizer="adam", learning_rate=1.2e-3,
+                batch_size=128, strategy=None, verbose=1, log_dir=None, printer=print,
+                **method_args):
+    """Trains `model` into a ticket with one of `methods.METHODS`.
+
+    `train_data` / `validation_data` / `test_data`: batched tf.data datasets or
+    (x, y) numpy pairs (batched with `batch_size`). `epochs` is the method's
+    epoch budget (per round for LTH). Other keyword arguments are the method's
+    hyperparameters (see ALGORITHMS.md and each method's `run`).
+    """
+    check_model(model)
+    run = methods.get(method)
+    if method != "dense":
+        schedules._check_sparsity(target_sparsity)  # pylint: disable=protected-access
+    _check_method_args(method, run, method_args)
+    data = training.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
+    session = training.Session(data, optimizer=optimizer, learning_rate=learning_rate,
+                               strategy=strategy, verbose=verbose, log_dir=log_dir,
+                               printer=printer)
+    kwargs = dict(method_args)
+    if epochs is not None:
+        kwargs["epochs"] = epochs
+    trained = run(session, model, target_sparsity, **kwargs)
+    return finish(session, trained)
+
+
+def finish(session, trained):
+    """Strips the wrappers, evaluates the ticket and summarizes the run."""
+    sparsity = training.current_sparsity(trained)
+    ticket = wrapper.strip(trained) if wrapper.wrappers(trained) else trained
+    session.compile(ticket)
+    val, test = session.evaluate(ticket, "validation"), session.evaluate(ticket, "test")
+    final = {"sparsity": sparsity, "test_accuracy": test["accuracy"],
+             "test_loss": test["loss"], "val_accuracy": val["accuracy"],
+             "val_loss": val["loss"]}
+    total = {"epochs": session.epochs, "train_steps": session.steps,
+             "wall_seconds": session.seconds}
+    return TicketResult(ticket, session.rounds, sparsity, final, total,
+                        getattr(session, "method_info", None),
+                        trained if ticket is not trained else None)
+
+
+def _check_method_args(method, run, method_args):
+    params = inspect.signature(run).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        from tf_unilth.methods import unilth  # pylint: disable=import-outside-toplevel
+        params = {**params, **inspect.signature(unilth.callbacks).parameters}
+    allowed = set(params) - {"session", "model", "target_sparsity", "on_round_end",
+                             "checkpoint_dir", "random_ticket"}
+    unknown = set(method_args) - allowed
+    if unknown:
+        raise TypeError(f"Method {method!r} has no hyperparameter(s) {sorted(unknown)}; "
+                        f"it takes {sorted(allowed)}.")
+
+
+def ticket_sparsity(model):
+    """Sparsity of a stripped ticket: zeros over the kernels tfmot would prune."""
+    zeros = total = 0
+    for layer in model.layers:
+        count = wrapper.prunable_weight_count(layer)
+        if not count:
+            continue
+        for weight in (layer.get_prunable_weights() if hasattr(layer, "get_prunable_weights")
+                       else [getattr(layer, n) for n in wrapper.prune_registry.PruneRegistry
+                             ._weight_names(layer)]):  # pylint: disable=protected-access
+            values = weight.numpy()
+            zeros += int(np.sum(values == 0))
+            total += values.size
+    return zeros / total if total else 0.0
+
+
+__all__ = ["TicketResult", "find_ticket", "ticket_sparsity", "masks"]
