@@ -22,6 +22,7 @@ setuptools.setup(
         "importlib_resources",
         "absl-py>=1.4",
         "matplotlib>=3.7",
+        "tensorboard",
         "numpy",
     ],
     extras_require={

@@ -30,6 +30,10 @@ Protocol (see also `PROTOCOL` below, written into the JSON):
   one-step fits; their median T1 estimates that cost plus one step, so
   `(T_steps - T1) / (steps - 1)` is the per-step time without the per-call
   cost. Both this (primary) and the raw `T_steps / steps` are reported.
+* The machine is shared: each timed call records how many CPU cores other
+  processes used meanwhile (/proc/stat minus our own CPU time); a call above
+  `--max_foreign_load` is retried after a pause (`--retries`), all attempts
+  are kept in the JSON.
 * Pruning events are matched: tfmot prunes every 100 steps (3 events in any
   300 consecutive steps); before each timed call ours' schedules are re-armed
   at the current step (`start(step)`, outside the timed region), so a 300-step
@@ -74,6 +78,13 @@ flags.DEFINE_integer("prune_steps", 300,
                      "Steps of the second warm-up fit, after the schedules are started "
                      "(runs the pruning events of ours' round plan).")
 flags.DEFINE_integer("n_empty", 3, "One-step fits per measurement estimating the per-call cost.")
+flags.DEFINE_float("max_foreign_load", 0.3,
+                   "A timed call during which other processes used more CPU cores than "
+                   "this (from /proc/stat) counts as contended and is retried.")
+flags.DEFINE_integer("retries", 3, "Retries of a contended measurement (all attempts kept).")
+flags.DEFINE_integer("threads", 0,
+                     "TensorFlow intra- and inter-op threads (0: TensorFlow's default). 1 "
+                     "makes step times less sensitive to CPU contention on small machines.")
 flags.DEFINE_string("output_dir", "benchmarks/results", "Where the JSON and PNG go.")
 flags.DEFINE_string("name", "step_overhead", "Base name of the output files.")
 
@@ -231,46 +242,106 @@ def in_memory_dataset(data_dir, batch_size):
 # --------------------------------------------------------------------------
 # Timing
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_snapshot():
+    """(machine busy CPU seconds incl. steal, this process's CPU seconds), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice, inside user]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    own = os.times()
+    return busy / _CLK_TCK, own.user + own.system
+
+
+def foreign_load(before, after, wall):
+    """Cores used by other processes (and the hypervisor) during `wall` seconds."""
+    if before is None or after is None or wall <= 0:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+
+
 def timed_fit(variant, ds, steps):
+    """(seconds, foreign load in cores) of one fit call."""
     gc.collect()
     gc.disable()
     try:
+        snap = _cpu_snapshot()
         start = time.perf_counter()
         variant.fit(ds, steps)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        return wall, foreign_load(snap, _cpu_snapshot(), wall)
     finally:
         gc.enable()
 
 
-def measure(variants, ds, steps, repeats, n_empty, log=print):
-    """Round-robin measurements; returns {name: {"T": [...], "T1": [...]}} in seconds."""
-    out = {v.name: {"T": [], "T1": []} for v in variants}
+def measure(variants, ds, steps, repeats, n_empty, max_foreign, retries, log=print):
+    """Round-robin measurements.
+
+    Returns {name: [attempt, ...]} with attempt = {"repeat", "T", "T1" (s),
+    "foreign_cores", "clean"}. A timed call during which other processes used
+    more than `max_foreign` cores is retried (after a pause) up to `retries`
+    times; every attempt is kept.
+    """
+    out = {v.name: [] for v in variants}
     for r in range(repeats):
         for v in variants:
-            t1 = statistics.median(timed_fit(v, ds, 1) for _ in range(n_empty))
-            v.before_timed()
-            t = timed_fit(v, ds, steps)
-            out[v.name]["T"].append(t)
-            out[v.name]["T1"].append(t1)
-            log(f"  repeat {r + 1}/{repeats} {v.name:>18s}: {t / steps * 1e3:7.3f} ms/step raw, "
-                f"{(t - t1) / (steps - 1) * 1e3:7.3f} corrected, per-call {t1 * 1e3:6.1f} ms")
+            for attempt in range(retries + 1):
+                t1 = statistics.median(timed_fit(v, ds, 1)[0] for _ in range(n_empty))
+                v.before_timed()
+                t, foreign = timed_fit(v, ds, steps)
+                clean = foreign is None or foreign <= max_foreign
+                out[v.name].append({"repeat": r, "T": t, "T1": t1, "foreign_cores": foreign,
+                                    "clean": clean})
+                log(f"  repeat {r + 1}/{repeats} {v.name:>18s}: {t / steps * 1e3:7.3f} ms/step raw, "
+                    f"{(t - t1) / (steps - 1) * 1e3:7.3f} corrected, one-step fit "
+                    f"{t1 * 1e3:6.1f} ms, foreign load "
+                    f"{'?' if foreign is None else f'{foreign:.2f}'} cores"
+                    f"{'' if clean else ' (contended' + (', retry)' if attempt < retries else ')')}",
+                    flush=True)
+                if clean:
+                    break
+                time.sleep(2.0)
     return out
 
 
+def _stats(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def summarize(raw, steps):
+    """Per variant: all attempts, and the statistics of the one kept per repeat.
+
+    Kept per repeat: its clean attempt if any, else its last attempt.
+    """
     result = {}
-    for name, m in raw.items():
-        corrected = [(t - t1) / (steps - 1) * 1e3 for t, t1 in zip(m["T"], m["T1"])]
-        plain = [t / steps * 1e3 for t in m["T"]]
-        calls = [t1 * 1e3 for t1 in m["T1"]]
+    for name, attempts in raw.items():
+        kept = []
+        for r in sorted({a["repeat"] for a in attempts}):
+            mine = [a for a in attempts if a["repeat"] == r]
+            clean = [a for a in mine if a["clean"]]
+            kept.append(clean[0] if clean else mine[-1])
+        corrected = [(a["T"] - a["T1"]) / (steps - 1) * 1e3 for a in kept]
+        plain = [a["T"] / steps * 1e3 for a in kept]
         result[name] = {
             "median_ms_per_step": statistics.median(corrected),
             "repeats_ms_per_step": corrected,
+            "min_ms_per_step": min(corrected),
             "raw_median_ms_per_step": statistics.median(plain),
             "raw_repeats_ms_per_step": plain,
-            "one_step_fit_ms": calls,
-            "per_call_fraction_of_timed_fit": statistics.median(
-                t1 / t for t, t1 in zip(m["T"], m["T1"])),
+            "one_step_fit_ms": [a["T1"] * 1e3 for a in kept],
+            "foreign_cores": [a["foreign_cores"] for a in kept],
+            "clean_repeats": sum(a["clean"] for a in kept),
+            "per_call_fraction_of_timed_fit": statistics.median(a["T1"] / a["T"] for a in kept),
+            "all_attempts": [
+                {"repeat": a["repeat"], "ms_per_step": (a["T"] - a["T1"]) / (steps - 1) * 1e3,
+                 "raw_ms_per_step": a["T"] / steps * 1e3, "one_step_fit_ms": a["T1"] * 1e3,
+                 "foreign_cores": a["foreign_cores"], "clean": a["clean"]}
+                for a in attempts],
         }
     return result
 
@@ -287,6 +358,9 @@ def ratios(summary, key="median_ms_per_step", repeats_key="repeats_ms_per_step")
             "median_of_paired_ratios": statistics.median(
                 x / y for x, y in zip(summary[b][repeats_key], summary[a][repeats_key])),
         }
+        if key == "median_ms_per_step":
+            out[f"{b}/{a}"]["ratio_of_mins"] = (summary[b]["min_ms_per_step"]
+                                                / summary[a]["min_ms_per_step"])
     return out
 
 
@@ -340,8 +414,14 @@ PROTOCOL = {
     "regularizer": "ours: GrowingRegularizer on the 3 kernels, selection = 50% layerwise "
                    "magnitude; RegularizerGrowth restarted before each timed call so lambda "
                    "= (t / G)^2, G = max(1000, steps), changes on every timed step",
-    "summary": "median over repeats; ratios = ratio of medians (also median of the "
-               "per-repeat ratios of adjacent measurements)",
+    "contention": "the machine is shared: for each timed call the CPU time used by other "
+                  "processes and the hypervisor (steal) is read from /proc/stat; a call during "
+                  "which they used more than max_foreign_load cores is 'contended' and retried "
+                  "after 2 s, up to `retries` times; every attempt is kept in all_attempts, and "
+                  "each repeat keeps its clean attempt (else its last one)",
+    "summary": "median over repeats of the kept attempts; ratios = ratio of medians (also "
+               "median of the per-repeat ratios of adjacent measurements, and ratio of "
+               "minima)",
 }
 
 
@@ -383,6 +463,9 @@ def plot(results, batch_sizes, names, path):
 
 def run(variant_factories, output_name):
     wall = time.perf_counter()
+    if FLAGS.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
     if FLAGS.steps < 2:
         raise app.UsageError("--steps must be >= 2.")
@@ -399,7 +482,8 @@ def run(variant_factories, output_name):
             v.fit(ds, FLAGS.prune_steps)
         print(f"batch size {bs}: {n_batches} batches in memory; warm-up done; "
               f"state {[(v.name, v.state()) for v in variants]}", flush=True)
-        raw = measure(variants, ds, FLAGS.steps, FLAGS.repeats, FLAGS.n_empty)
+        raw = measure(variants, ds, FLAGS.steps, FLAGS.repeats, FLAGS.n_empty,
+                      FLAGS.max_foreign_load, FLAGS.retries)
         summary = summarize(raw, FLAGS.steps)
         results[str(bs)] = {
             "batches_in_memory": n_batches,
@@ -419,7 +503,9 @@ def run(variant_factories, output_name):
         "machine": machine,
         "protocol": dict(PROTOCOL, steps=FLAGS.steps, repeats=FLAGS.repeats,
                          warmup_steps=FLAGS.warmup_steps, prune_steps=FLAGS.prune_steps,
-                         n_empty=FLAGS.n_empty, batch_sizes=batch_sizes),
+                         n_empty=FLAGS.n_empty, batch_sizes=batch_sizes,
+                         max_foreign_load=FLAGS.max_foreign_load, retries=FLAGS.retries,
+                         threads=FLAGS.threads or "tensorflow default"),
         "results": results,
         "target": {bs: {"ours/tfmot": results[str(bs)]["ratios"]["ours/tfmot"]["ratio_of_medians"],
                         "within_1.10": results[str(bs)]["ratios"]["ours/tfmot"]["ratio_of_medians"]
@@ -438,11 +524,13 @@ def run(variant_factories, output_name):
     for bs in batch_sizes:
         row = results[str(bs)]
         cells = ", ".join(f"{n} {s['median_ms_per_step']:.3f} [{s['raw_median_ms_per_step']:.3f}]"
+                          f" ({s['clean_repeats']}/{len(s['repeats_ms_per_step'])} clean)"
                           for n, s in row["variants"].items())
         print(f"  batch {bs}: {cells}")
-    print("ratios (ratio of medians; median of paired per-repeat ratios in brackets)")
+    print("ratios: ratio of medians [median of paired per-repeat ratios; ratio of minima]")
     for bs in batch_sizes:
-        cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}]"
+        cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}; "
+                          f"{v['ratio_of_mins']:.3f}]"
                           for k, v in results[str(bs)]["ratios"].items())
         print(f"  batch {bs}: {cells}")
     print(f"wall time {report['wall_time_s']} s; wrote "

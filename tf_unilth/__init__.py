@@ -7,7 +7,7 @@ per concern: schedules, masks, regularizers, callbacks, wrapper, methods.
 
 from tf_unilth._compat import KERAS2_RULE, check_model, keras, tf, tfmot  # noqa: F401
 from tf_unilth import (callbacks, data, masks, methods, models, regularizers,  # noqa: F401
-                       schedules, training, wrapper)
+                       results, schedules, training, wrapper)
 from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,  # noqa: F401
                                  UpdatePruningStep)
 from tf_unilth.regularizers import GrowingRegularizer  # noqa: F401

@@ -25,13 +25,14 @@ class TicketResult:
 def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
                 test_data=None, epochs=None, *, optimizer="adam", learning_rate=1.2e-3,
                 batch_size=128, strategy=None, verbose=1, log_dir=None, printer=print,
-                **method_args):
+                callbacks=(), **method_args):
     """Trains `model` into a ticket with one of `methods.METHODS`.
 
     `train_data` / `validation_data` / `test_data`: batched tf.data datasets or
     (x, y) numpy pairs (batched with `batch_size`). `epochs` is the method's
     epoch budget (per round for LTH). Other keyword arguments are the method's
-    hyperparameters (see ALGORITHMS.md and each method's `run`).
+    hyperparameters (see ALGORITHMS.md and each method's `run`). `callbacks`
+    are added to every `fit` the method makes.
     """
     check_model(model)
     run = methods.get(method)
@@ -41,7 +42,7 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     data = training.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
     session = training.Session(data, optimizer=optimizer, learning_rate=learning_rate,
                                strategy=strategy, verbose=verbose, log_dir=log_dir,
-                               printer=printer)
+                               printer=printer, callbacks=callbacks)
     kwargs = dict(method_args)
     if epochs is not None:
         kwargs["epochs"] = epochs

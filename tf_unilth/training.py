@@ -72,7 +72,7 @@ class Session:
     """Compiles, trains and evaluates the models of one ticket search."""
 
     def __init__(self, data, optimizer="adam", learning_rate=1.2e-3, strategy=None,
-                 verbose=1, log_dir=None, printer=print):
+                 verbose=1, log_dir=None, printer=print, callbacks=()):
         self.data = data
         self.optimizer = optimizer
         self.learning_rate = learning_rate
@@ -80,6 +80,7 @@ class Session:
         self.verbose = verbose
         self.log_dir = log_dir
         self.print = printer
+        self.extra_callbacks = list(callbacks)  # the user's, added to every fit
         self.rounds = []
         self.epochs = 0
         self.steps = 0
@@ -98,7 +99,7 @@ class Session:
 
     def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):
         """model.fit on the training data; adds the epochs and steps it ran."""
-        callbacks = list(callbacks)
+        callbacks = list(callbacks) + self.extra_callbacks
         if self.log_dir:
             callbacks.append(keras.callbacks.TensorBoard(self.log_dir, write_graph=False,
                                                          profile_batch=0))

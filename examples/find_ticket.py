@@ -1,0 +1,126 @@
+"""Find a lottery ticket on a TFDS dataset with one of tf_unilth's methods.
+
+    python examples/find_ticket.py --method=unilth --target_sparsity=0.9 \
+        --dataset=mnist --model=lenet300_100 --output_dir=runs/unilth
+
+Writes to --output_dir: results.json (per-round records, final numbers, every
+flag), ticket.keras (the trained ticket, wrappers stripped), curve.png (test
+accuracy against sparsity per round) and TensorBoard logs under logs/.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+import tf_unilth
+from tf_unilth import results
+
+FLAGS = flags.FLAGS
+
+# Run
+flags.DEFINE_enum("method", "dense", sorted(tf_unilth.methods.METHODS), "Ticket method.")
+flags.DEFINE_string("dataset", "mnist", f"TFDS dataset ({', '.join(tf_unilth.data.KNOWN_DATASETS)}).")
+flags.DEFINE_string("model", "lenet300_100", f"Network ({', '.join(tf_unilth.models.names())}).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR, else TFDS's own).")
+flags.DEFINE_string("output_dir", None, "Directory for results.json, the ticket and plots.",
+                    required=True)
+flags.DEFINE_integer("seed", 0, "Seed for initialization, data order, splits and random tickets.")
+flags.DEFINE_float("target_sparsity", 0.9, "Fraction of prunable weights removed, in [0, 1).")
+flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+# Training protocol
+flags.DEFINE_integer("batch_size", 60, "Batch size (LTH paper: 60).")
+flags.DEFINE_float("learning_rate", 1.2e-3, "Learning rate (LTH paper: Adam 1.2e-3).")
+flags.DEFINE_enum("optimizer", "adam", list(tf_unilth.training.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_integer("epochs", None, "Epoch budget: whole run (unilth/unidlth), per round "
+                     "(lth), all (dense/random). Default: the method's default.")
+flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.")
+flags.DEFINE_boolean("standardize", False, "Per-channel standardization of the images.")
+# Method hyperparameters (ALGORITHMS.md); unset flags keep the method's default.
+flags.DEFINE_integer("rounds", None, "Pruning rounds (unilth/unidlth: R; lth: fixed count).")
+flags.DEFINE_float("prune_rate", None, "LTH: fraction of surviving weights removed per round.")
+flags.DEFINE_integer("rewind_step", None, "LTH: rewind to iteration k (0 = original LTH).")
+flags.DEFINE_enum("selection", None, list(tf_unilth.masks.SELECTIONS),
+                  "Which weights a pruning step removes.")
+flags.DEFINE_integer("patience", None, "Plateau trigger patience P (epochs).")
+flags.DEFINE_float("min_delta", None, "Plateau trigger min_delta.")
+flags.DEFINE_integer("rewind_epochs", None, "UniLTH: rewind r epochs (default P).")
+flags.DEFINE_integer("round_epochs", None, "UniLTH: epochs per pruning round.")
+flags.DEFINE_integer("growth_steps", None, "UniLTH: steps G for lambda to reach lambda_max.")
+flags.DEFINE_float("lambda_max", None, "Largest regularization coefficient.")
+flags.DEFINE_float("gamma", None, "UniLTH: lambda growth exponent (t/G)^gamma.")
+flags.DEFINE_float("lambda_delta", None, "DLTH: lambda increment.")
+flags.DEFINE_integer("lambda_every", None, "DLTH: steps between increments.")
+flags.DEFINE_integer("hold_epochs", None, "DLTH: epochs lambda is held at its maximum.")
+flags.DEFINE_integer("finetune_epochs", None, "DLTH: fine-tuning epochs after removal.")
+flags.DEFINE_integer("finetune_patience", None, "UniLTH: patience of the fine-tuning trigger.")
+
+_METHOD_FLAGS = {
+    "dense": [], "random": [],
+    "lth": ["rounds", "prune_rate", "rewind_step", "selection"],
+    "dlth": ["lambda_delta", "lambda_every", "lambda_max", "hold_epochs", "finetune_epochs"],
+    "unilth": ["rounds", "selection", "patience", "min_delta", "rewind_epochs", "round_epochs",
+               "growth_steps", "lambda_max", "gamma", "finetune_patience"],
+}
+_METHOD_FLAGS["unidlth"] = [f for f in _METHOD_FLAGS["unilth"] if f != "selection"]
+_SEEDED = {"random", "dlth", "unilth", "unidlth"}
+
+
+def method_args():
+    args = {}
+    for name in _METHOD_FLAGS[FLAGS.method]:
+        value = FLAGS[name].value
+        if value is not None:
+            args[name] = value
+    if FLAGS.method in _SEEDED:
+        args["seed"] = FLAGS.seed
+    unused = [name for names in _METHOD_FLAGS.values() for name in names
+              if name not in _METHOD_FLAGS[FLAGS.method] and FLAGS[name].present]
+    if unused:
+        raise app.UsageError(f"--{', --'.join(sorted(set(unused)))} not used by "
+                             f"--method={FLAGS.method}.")
+    return args
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # keep the output to progress and round lines
+    flag_values = {name: FLAGS[name].value for name in sorted(_all_flag_names())}
+    run_dir = results.RunDir(FLAGS.output_dir)
+    if run_dir.check_flags(flag_values) == "finished":
+        print(f"{FLAGS.output_dir} already holds the finished run with these flags "
+              f"(results.json); nothing to do.")
+        return 0
+    args = method_args()
+    splits = tf_unilth.data.load(
+        FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+        validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize)
+    model = tf_unilth.models.build(FLAGS.model, splits.info.input_shape,
+                                   splits.info.num_classes, seed=FLAGS.seed)
+    print(f"{FLAGS.method} on {FLAGS.dataset}/{FLAGS.model}: "
+          f"{tf_unilth.models.count_params(model):,} parameters, target sparsity "
+          f"{FLAGS.target_sparsity}, {splits.info.num_train} train / "
+          f"{splits.info.num_validation} validation / {splits.info.num_test} test examples.")
+    result = tf_unilth.find_ticket(
+        model, FLAGS.method, splits.train, splits.validation,
+        target_sparsity=FLAGS.target_sparsity, test_data=splits.test, epochs=FLAGS.epochs,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
+        verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"), **args)
+    summary = run_dir.write_results(
+        method=FLAGS.method, dataset=FLAGS.dataset, model_name=FLAGS.model, seed=FLAGS.seed,
+        target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values)
+    print(json.dumps(summary["final"], indent=1))
+    print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
+          f"{run_dir.path('curve.png')}.")
+    return 0
+
+
+def _all_flag_names():
+    own = FLAGS.get_key_flags_for_module(sys.argv[0]) or FLAGS.get_key_flags_for_module(
+        __name__)
+    return [f.name for f in own]
+
+
+if __name__ == "__main__":
+    app.run(main)
