@@ -53,7 +53,8 @@ class RunDir:
         }
         result.model.save(self.path("ticket.keras"))
         plot_curve(result.rounds, self.path("curve.png"),
-                   title=f"{method} on {dataset}/{model_name} (seed {seed})")
+                   title=f"{method} on {dataset}/{model_name} (seed {seed})",
+                   final=result.final)
         tmp = self.path(RESULTS_FILE + ".tmp")
         with open(tmp, "w") as f:
             json.dump(summary, f, indent=1)
@@ -61,8 +62,8 @@ class RunDir:
         return summary
 
 
-def plot_curve(rounds, path, title=""):
-    """Test accuracy against sparsity, one point per round."""
+def plot_curve(rounds, path, title="", final=None):
+    """Test accuracy against sparsity, one point per round (and the final ticket)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [100 * r["sparsity"] for r in rounds]
     ys = [100 * r["test_accuracy"] for r in rounds if r["test_accuracy"] is not None]
@@ -71,6 +72,10 @@ def plot_curve(rounds, path, title=""):
         for r, x, y in zip(rounds, xs, ys):
             ax.annotate(str(r["round"]), (x, y), textcoords="offset points", xytext=(3, 4),
                         fontsize=8)
+    if final and final.get("test_accuracy") is not None:
+        ax.plot([100 * final["sparsity"]], [100 * final["test_accuracy"]], "r*", markersize=12,
+                label="final ticket")
+        ax.legend(loc="lower left", fontsize=8)
     ax.set_xlabel("sparsity (% of prunable weights removed)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
