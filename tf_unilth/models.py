@@ -210,16 +210,22 @@ def lenet300_100(input_shape, num_classes, initializer_seed):
     seeds = _Seeds(initializer_seed)
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Flatten(name="flatten")(inputs)
-    for i, units in enumerate((300, 100), start=1):
+    outputs = _fully_connected_head(x, (300, 100), num_classes, seeds)
+    return keras.Model(inputs, outputs, name="lenet300_100")
+
+
+def _fully_connected_head(x, widths, num_classes, seeds):
+    """Dense relu layers fc1.. of `widths`, then the logits layer 'output'
+    (Glorot normal, zero biases), as in Frankle & Carbin's networks."""
+    for i, units in enumerate(widths, start=1):
         x = keras.layers.Dense(
             units, activation="relu", kernel_initializer=seeds.glorot_normal(),
             bias_initializer=_zeros(), name=f"fc{i}",
         )(x)
-    outputs = keras.layers.Dense(
+    return keras.layers.Dense(
         num_classes, kernel_initializer=seeds.glorot_normal(),
         bias_initializer=_zeros(), name=OUTPUT_LAYER,
     )(x)
-    return keras.Model(inputs, outputs, name="lenet300_100")
 
 
 def _frankle_carbin_conv(name, plan, input_shape, num_classes, initializer_seed):
@@ -242,15 +248,7 @@ def _frankle_carbin_conv(name, plan, input_shape, num_classes, initializer_seed)
                 bias_initializer=_zeros(), name=f"conv{n_conv}",
             )(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    for i in (1, 2):
-        x = keras.layers.Dense(
-            256, activation="relu", kernel_initializer=seeds.glorot_normal(),
-            bias_initializer=_zeros(), name=f"fc{i}",
-        )(x)
-    outputs = keras.layers.Dense(
-        num_classes, kernel_initializer=seeds.glorot_normal(),
-        bias_initializer=_zeros(), name=OUTPUT_LAYER,
-    )(x)
+    outputs = _fully_connected_head(x, (256, 256), num_classes, seeds)
     return keras.Model(inputs, outputs, name=name)
 
 
