@@ -17,6 +17,8 @@ def _targets():
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             call = node.value
             kwargs = {k.arg: k.value for k in call.keywords}
+            if "name" not in kwargs:  # package(...) and the like
+                continue
             srcs = [e.value for e in kwargs.get("srcs", ast.List(elts=[])).elts]
             deps = [e.value for e in kwargs.get("deps", ast.List(elts=[])).elts]
             targets.append((call.func.id, kwargs["name"].value, srcs, deps))
