@@ -34,6 +34,9 @@ Protocol (see also `PROTOCOL` below, written into the JSON):
   processes used meanwhile (/proc/stat minus our own CPU time); a call above
   `--max_foreign_load` is retried after a pause (`--retries`), all attempts
   are kept in the JSON.
+* Process CPU time per step (all threads, per-call cost removed likewise) is
+  reported next to wall time: it does not see wake-up latency or time spent
+  descheduled, which dominate wall time on small, shared VMs.
 * Pruning events are matched: tfmot prunes every 100 steps (3 events in any
   300 consecutive steps); before each timed call ours' schedules are re-armed
   at the current step (`start(step)`, outside the timed region), so a 300-step
@@ -266,15 +269,17 @@ def foreign_load(before, after, wall):
 
 
 def timed_fit(variant, ds, steps):
-    """(seconds, foreign load in cores) of one fit call."""
+    """(wall seconds, process CPU seconds, foreign load in cores) of one fit call."""
     gc.collect()
     gc.disable()
     try:
         snap = _cpu_snapshot()
+        cpu = time.process_time()
         start = time.perf_counter()
         variant.fit(ds, steps)
         wall = time.perf_counter() - start
-        return wall, foreign_load(snap, _cpu_snapshot(), wall)
+        cpu = time.process_time() - cpu
+        return wall, cpu, foreign_load(snap, _cpu_snapshot(), wall)
     finally:
         gc.enable()
 
@@ -282,7 +287,8 @@ def timed_fit(variant, ds, steps):
 def measure(variants, ds, steps, repeats, n_empty, max_foreign, retries, log=print):
     """Round-robin measurements.
 
-    Returns {name: [attempt, ...]} with attempt = {"repeat", "T", "T1" (s),
+    Returns {name: [attempt, ...]} with attempt = {"repeat", "T", "T1", "C",
+    "C1" (wall / process CPU seconds of the timed and one-step fits),
     "foreign_cores", "clean"}. A timed call during which other processes used
     more than `max_foreign` cores is retried (after a pause) up to `retries`
     times; every attempt is kept.
@@ -291,14 +297,17 @@ def measure(variants, ds, steps, repeats, n_empty, max_foreign, retries, log=pri
     for r in range(repeats):
         for v in variants:
             for attempt in range(retries + 1):
-                t1 = statistics.median(timed_fit(v, ds, 1)[0] for _ in range(n_empty))
+                empty = [timed_fit(v, ds, 1) for _ in range(n_empty)]
+                t1 = statistics.median(e[0] for e in empty)
+                c1 = statistics.median(e[1] for e in empty)
                 v.before_timed()
-                t, foreign = timed_fit(v, ds, steps)
+                t, c, foreign = timed_fit(v, ds, steps)
                 clean = foreign is None or foreign <= max_foreign
-                out[v.name].append({"repeat": r, "T": t, "T1": t1, "foreign_cores": foreign,
-                                    "clean": clean})
+                out[v.name].append({"repeat": r, "T": t, "T1": t1, "C": c, "C1": c1,
+                                    "foreign_cores": foreign, "clean": clean})
                 log(f"  repeat {r + 1}/{repeats} {v.name:>18s}: {t / steps * 1e3:7.3f} ms/step raw, "
-                    f"{(t - t1) / (steps - 1) * 1e3:7.3f} corrected, one-step fit "
+                    f"{(t - t1) / (steps - 1) * 1e3:7.3f} corrected, CPU "
+                    f"{(c - c1) / (steps - 1) * 1e3:7.3f} ms/step, one-step fit "
                     f"{t1 * 1e3:6.1f} ms, foreign load "
                     f"{'?' if foreign is None else f'{foreign:.2f}'} cores"
                     f"{'' if clean else ' (contended' + (', retry)' if attempt < retries else ')')}",
@@ -327,19 +336,24 @@ def summarize(raw, steps):
             kept.append(clean[0] if clean else mine[-1])
         corrected = [(a["T"] - a["T1"]) / (steps - 1) * 1e3 for a in kept]
         plain = [a["T"] / steps * 1e3 for a in kept]
+        cpu = [(a["C"] - a["C1"]) / (steps - 1) * 1e3 for a in kept]
         result[name] = {
             "median_ms_per_step": statistics.median(corrected),
             "repeats_ms_per_step": corrected,
             "min_ms_per_step": min(corrected),
             "raw_median_ms_per_step": statistics.median(plain),
             "raw_repeats_ms_per_step": plain,
+            "cpu_median_ms_per_step": statistics.median(cpu),
+            "cpu_repeats_ms_per_step": cpu,
             "one_step_fit_ms": [a["T1"] * 1e3 for a in kept],
             "foreign_cores": [a["foreign_cores"] for a in kept],
             "clean_repeats": sum(a["clean"] for a in kept),
             "per_call_fraction_of_timed_fit": statistics.median(a["T1"] / a["T"] for a in kept),
             "all_attempts": [
                 {"repeat": a["repeat"], "ms_per_step": (a["T"] - a["T1"]) / (steps - 1) * 1e3,
-                 "raw_ms_per_step": a["T"] / steps * 1e3, "one_step_fit_ms": a["T1"] * 1e3,
+                 "raw_ms_per_step": a["T"] / steps * 1e3,
+                 "cpu_ms_per_step": (a["C"] - a["C1"]) / (steps - 1) * 1e3,
+                 "one_step_fit_ms": a["T1"] * 1e3,
                  "foreign_cores": a["foreign_cores"], "clean": a["clean"]}
                 for a in attempts],
         }
@@ -419,6 +433,9 @@ PROTOCOL = {
                   "which they used more than max_foreign_load cores is 'contended' and retried "
                   "after 2 s, up to `retries` times; every attempt is kept in all_attempts, and "
                   "each repeat keeps its clean attempt (else its last one)",
+    "cpu_time": "process CPU time (time.process_time, all threads) per step, per-call cost "
+                "removed the same way; a secondary measure that does not see wake-up "
+                "latency or time spent descheduled",
     "summary": "median over repeats of the kept attempts; ratios = ratio of medians (also "
                "median of the per-repeat ratios of adjacent measurements, and ratio of "
                "minima)",
@@ -490,6 +507,7 @@ def run(variant_factories, output_name):
             "variants": summary,
             "ratios": ratios(summary),
             "raw_ratios": ratios(summary, "raw_median_ms_per_step", "raw_repeats_ms_per_step"),
+            "cpu_ratios": ratios(summary, "cpu_median_ms_per_step", "cpu_repeats_ms_per_step"),
             "state_after": {v.name: v.state() for v in variants},
             "descriptions": {v.name: v.description for v in variants},
         }
@@ -520,10 +538,12 @@ def run(variant_factories, output_name):
         json.dump(report, f, indent=2)
         f.write("\n")
 
-    print("\nmedian ms/step (per-call cost removed; raw T/steps in brackets)")
+    print("\nmedian wall ms/step (per-call cost removed; raw T/steps in brackets; process "
+          "CPU ms/step)")
     for bs in batch_sizes:
         row = results[str(bs)]
         cells = ", ".join(f"{n} {s['median_ms_per_step']:.3f} [{s['raw_median_ms_per_step']:.3f}]"
+                          f" CPU {s['cpu_median_ms_per_step']:.3f}"
                           f" ({s['clean_repeats']}/{len(s['repeats_ms_per_step'])} clean)"
                           for n, s in row["variants"].items())
         print(f"  batch {bs}: {cells}")
@@ -532,6 +552,11 @@ def run(variant_factories, output_name):
         cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}; "
                           f"{v['ratio_of_mins']:.3f}]"
                           for k, v in results[str(bs)]["ratios"].items())
+        print(f"  batch {bs}: {cells}")
+    print("CPU time ratios (process CPU ms/step, all threads): ratio of medians [paired]")
+    for bs in batch_sizes:
+        cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}]"
+                          for k, v in results[str(bs)]["cpu_ratios"].items())
         print(f"  batch {bs}: {cells}")
     print(f"wall time {report['wall_time_s']} s; wrote "
           f"{os.path.join(FLAGS.output_dir, output_name)}.json/.png")

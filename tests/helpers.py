@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tf_unilth._compat import keras, tf
+from tf_unilth._compat import keras
 from tf_unilth import callbacks, schedules, wrapper
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tf_unilth._compat import keras
-from tf_unilth import callbacks, masks, wrapper
+from tf_unilth import callbacks, masks
 
 from helpers import Recorder, StartSchedulesAt, compile_model, pruned_toy, toy_data
 

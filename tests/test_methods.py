@@ -87,7 +87,7 @@ def test_unilth_trigger_rewind_growth_and_fidelity(mnist_small):
 
     cbs = unilth.callbacks(model, target_sparsity=0.8, epochs=12, rounds=2, round_epochs=1,
                            patience=2, on_round_end=lambda m, info: rounds.append(info))
-    rewind, trigger, stages = cbs[1], cbs[2], cbs[3]
+    trigger, stages = cbs[2], cbs[3]
     snapshots = {}
 
     class Snap(keras.callbacks.Callback):

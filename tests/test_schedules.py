@@ -1,6 +1,5 @@
 """TriggeredSchedule / OneShotSchedule: run-time plans, step counting, saving."""
 
-import os
 
 import numpy as np
 import pytest

@@ -159,7 +159,7 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
         return cls(**config)
 
     @classmethod
-    def rounds(cls, densities, steps_per_round, start_density=1.0, name=None):
+    def rounds(cls, densities, steps_per_round, name=None):
         """A round plan: one event at the last step of each round.
 
         `densities` are the densities after each round (e.g.
@@ -167,7 +167,6 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
         """
         if steps_per_round < 1:
             raise ValueError(f"steps_per_round must be >= 1, got {steps_per_round}.")
-        del start_density  # densities are absolute; kept for readability at call sites
         return cls(sparsities=[1.0 - d for d in densities],
                    offsets=[steps_per_round * (i + 1) for i in range(len(densities))],
                    name=name or "triggered_schedule")
@@ -188,6 +187,3 @@ class OneShotSchedule(TriggeredSchedule):
         return {"class_name": self.__class__.__name__,
                 "config": {"sparsity": self._config_sparsities[0], "name": self.name}}
 
-
-def is_our_schedule(schedule):
-    return isinstance(schedule, TriggeredSchedule)

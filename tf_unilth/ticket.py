@@ -6,7 +6,7 @@ import inspect
 import numpy as np
 
 from tf_unilth._compat import check_model, keras
-from tf_unilth import masks, methods, schedules, training, wrapper
+from tf_unilth import methods, schedules, training, wrapper
 
 
 @dataclasses.dataclass
@@ -94,5 +94,3 @@ def ticket_sparsity(model):
             total += values.size
     return zeros / total if total else 0.0
 
-
-__all__ = ["TicketResult", "find_ticket", "ticket_sparsity", "masks"]

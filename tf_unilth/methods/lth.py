@@ -10,7 +10,7 @@ Frankle & Carbin 2019 (k = 0) and Frankle et al. 2020 (k > 0):
   5. repeat 2-4 until the target sparsity. Every round is a full retraining.
 """
 
-from tf_unilth import masks, schedules, wrapper
+from tf_unilth import masks, wrapper
 from tf_unilth.callbacks import Rewind, UpdatePruningStep
 from tf_unilth.methods.dense import _best_epoch
 
@@ -37,6 +37,3 @@ def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate=
         session.record_round(pruned, round_index, best_val_epoch=_best_epoch(history))
     return pruned
 
-
-def rounds_needed(target_sparsity, prune_rate):
-    return schedules.rounds_to_reach(target_sparsity, prune_rate)
