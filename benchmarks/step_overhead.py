@@ -443,34 +443,41 @@ PROTOCOL = {
 
 
 def plot(results, batch_sizes, names, path):
+    """Two panels (wall time, process CPU time): grouped bars per batch size."""
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names) * len(batch_sizes), 4.2))
+    panels = [("median_ms_per_step", "repeats_ms_per_step", "wall time"),
+              ("cpu_median_ms_per_step", "cpu_repeats_ms_per_step", "process CPU time")]
+    fig, axes = plt.subplots(1, 2, figsize=(2.0 + 2.2 * len(names) * len(batch_sizes), 4.4))
     width = 0.8 / len(names)
     x = np.arange(len(batch_sizes))
-    top = 0.0
-    for i, name in enumerate(names):
-        meds = [results[str(b)]["variants"][name]["median_ms_per_step"] for b in batch_sizes]
-        lo = [min(results[str(b)]["variants"][name]["repeats_ms_per_step"]) for b in batch_sizes]
-        hi = [max(results[str(b)]["variants"][name]["repeats_ms_per_step"]) for b in batch_sizes]
-        pos = x + (i - (len(names) - 1) / 2) * width
-        ax.bar(pos, meds, width, label=name,
-               yerr=[np.subtract(meds, lo), np.subtract(hi, meds)], capsize=3)
-        for p, b, m, h in zip(pos, batch_sizes, meds, hi):
-            dense = results[str(b)]["variants"]["dense"]["median_ms_per_step"]
-            label = f"{m:.2f} ms" if name == "dense" else f"{m:.2f} ms\n{m / dense:.2f}x"
-            ax.annotate(label, (p, h), textcoords="offset points", xytext=(0, 3),
-                        ha="center", va="bottom", fontsize=8)
-            top = max(top, h)
-    ax.set_ylim(0, top * 1.3)
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"batch {b}" for b in batch_sizes])
-    ax.set_ylabel("median ms / training step\n(whiskers: min-max over repeats)")
-    ax.set_title("LeNet-300-100 on MNIST, Adam, CPU: step time (ratio to dense)", fontsize=10)
-    ax.legend(fontsize=8)
+    for ax, (key, rkey, title) in zip(axes, panels):
+        top = 0.0
+        for i, name in enumerate(names):
+            rows = [results[str(b)]["variants"][name] for b in batch_sizes]
+            meds = [r[key] for r in rows]
+            lo = [min(r[rkey]) for r in rows]
+            hi = [max(r[rkey]) for r in rows]
+            pos = x + (i - (len(names) - 1) / 2) * width
+            ax.bar(pos, meds, width, label=name,
+                   yerr=[np.subtract(meds, lo), np.subtract(hi, meds)], capsize=3)
+            for p, b, m, h in zip(pos, batch_sizes, meds, hi):
+                dense = results[str(b)]["variants"]["dense"][key]
+                label = f"{m:.2f}" if name == "dense" else f"{m:.2f}\n{m / dense:.2f}x"
+                ax.annotate(label, (p, h), textcoords="offset points", xytext=(0, 3),
+                            ha="center", va="bottom", fontsize=8)
+                top = max(top, h)
+        ax.set_ylim(0, top * 1.3)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"batch {b}" for b in batch_sizes])
+        ax.set_ylabel(f"median {title}, ms / step")
+        ax.set_title(f"{title} (ratio to dense)", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("LeNet-300-100, MNIST, Adam, CPU: training-step time; whiskers: min-max "
+                 "over repeats", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

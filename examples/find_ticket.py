@@ -31,7 +31,8 @@ flags.DEFINE_float("target_sparsity", 0.9, "Fraction of prunable weights removed
 flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
 # Training protocol
 flags.DEFINE_integer("batch_size", 60, "Batch size (LTH paper: 60).")
-flags.DEFINE_float("learning_rate", 1.2e-3, "Learning rate (LTH paper: Adam 1.2e-3).")
+flags.DEFINE_float("learning_rate", 6e-4, "Learning rate. Default chosen on MNIST validation accuracy "
+                   "of dense LeNet-300-100 (6e-4: 98.22%, 1.2e-3 (LTH paper): 98.04%).")
 flags.DEFINE_enum("optimizer", "adam", list(tf_unilth.training.OPTIMIZERS), "Optimizer.")
 flags.DEFINE_integer("epochs", None, "Epoch budget: whole run (unilth/unidlth), per round "
                      "(lth), all (dense/random). Default: the method's default.")

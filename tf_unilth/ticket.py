@@ -23,7 +23,7 @@ class TicketResult:
 
 
 def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
-                test_data=None, epochs=None, *, optimizer="adam", learning_rate=1.2e-3,
+                test_data=None, epochs=None, *, optimizer="adam", learning_rate=6e-4,
                 batch_size=128, strategy=None, verbose=1, log_dir=None, printer=print,
                 callbacks=(), **method_args):
     """Trains `model` into a ticket with one of `methods.METHODS`.

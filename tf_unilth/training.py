@@ -71,7 +71,7 @@ class Data:
 class Session:
     """Compiles, trains and evaluates the models of one ticket search."""
 
-    def __init__(self, data, optimizer="adam", learning_rate=1.2e-3, strategy=None,
+    def __init__(self, data, optimizer="adam", learning_rate=6e-4, strategy=None,
                  verbose=1, log_dir=None, printer=print, callbacks=()):
         self.data = data
         self.optimizer = optimizer

@@ -8,7 +8,7 @@ likewise report the network at its early-stop iteration.
 from tf_unilth._compat import keras
 
 
-def run(session, model, target_sparsity=0.0, epochs=20, restore_best="val_accuracy"):
+def run(session, model, target_sparsity=0.0, epochs=30, restore_best="val_accuracy"):
     del target_sparsity  # the dense network has none
     session.compile(model)
     callbacks = []
