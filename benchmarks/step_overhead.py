@@ -60,7 +60,6 @@ import time
 
 from absl import app, flags
 
-import tf_unilth  # noqa: F401  (sets up tf_keras before TF is touched)
 from tf_unilth import callbacks as cb_lib
 from tf_unilth import data as data_lib
 from tf_unilth import masks as masks_lib
