@@ -1,0 +1,139 @@
+"""Stability analysis: instability along the linear path, weight distance, stability_test."""
+
+import json
+
+import numpy as np
+import pytest
+
+import tf_unilth
+from tf_unilth import analysis, masks, wrapper
+
+from helpers import compile_model, toy_data, toy_model
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = toy_data(n=768, seed=0)  # one labelling map: train and test from it
+    return (x[:512], y[:512]), (x[512:], y[512:])
+
+
+def _trained(seed, data, epochs=6):
+    (x, y), _ = data
+    model = compile_model(toy_model(seed=seed))
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, shuffle=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def two_dense(data):
+    return _trained(1, data), _trained(2, data)
+
+
+def _ticket(seed=0, rate=0.6):
+    """A wrapped toy model with half-ish of its weights removed by magnitude."""
+    model = wrapper.prune(toy_model(seed=seed))
+    masks.remove(model, masks.magnitude_layerwise(model, rate))
+    return model
+
+
+def test_instability_of_a_model_with_itself_is_zero(two_dense, data):
+    model, _ = two_dense
+    result = analysis.instability(model, model, data[1], points=5)
+    assert result.barrier == 0.0
+    assert len(result.errors) == 5 and len(set(np.round(result.errors, 6))) == 1
+    assert result.stable
+    json.dumps(result.to_dict())
+
+
+def test_two_independently_trained_dense_models_have_a_barrier(two_dense, data):
+    a, b = two_dense
+    result = analysis.instability(a, b, data[1], points=11)
+    assert result.errors[0] < 0.2 and result.errors[-1] < 0.2  # both trained
+    assert result.barrier > 0.02  # different inits: not linearly connected (~0.11 here)
+    assert result.alphas[0] == 0.0 and result.alphas[-1] == 1.0
+
+
+def test_interpolation_keeps_removed_weights_at_zero():
+    a, b = _ticket(seed=0), _ticket(seed=0)
+    # Same mask, different surviving values (b drifts on its survivors only).
+    for r in masks.pruned_weights(b):
+        r.weight.assign(r.weight * r.mask + 0.3 * r.mask)
+    expected = masks.get_masks(a)
+    for alpha in (0.0, 0.37, 1.0):
+        mid = analysis.interpolate(a, b, alpha)
+        assert not wrapper.wrappers(mid)
+        for layer_name in ("fc1", "fc2", "output"):
+            kernel = mid.get_layer(layer_name).kernel.numpy()
+            keep = expected[f"{layer_name}/0"]
+            assert np.all(kernel[~keep] == 0.0)
+            assert np.all(kernel[keep] != 0.0)
+    # The originals are untouched.
+    assert masks.get_masks(a)["fc1/0"].sum() == expected["fc1/0"].sum()
+
+
+def test_stripped_tickets_use_nonzero_weights_or_an_explicit_mask(data):
+    ticket = _ticket(seed=0)
+    stripped = tf_unilth.strip(_ticket(seed=0))
+    mask = masks.get_masks(ticket)
+    assert analysis.weight_distance(ticket, stripped).l2 == pytest.approx(0.0, abs=1e-6)
+    assert analysis.weight_distance(stripped, stripped, mask=mask).l2 == 0.0
+    dense = toy_model(seed=0)
+    with pytest.raises(ValueError, match=r"nonzero weights in layer 'fc1'"):
+        analysis.weight_distance(dense, dense, mask=mask)
+
+
+def test_distance_is_symmetric_and_zero_for_identical_models(two_dense):
+    a, b = two_dense
+    assert analysis.weight_distance(a, a).l2 == 0.0
+    ab, ba = analysis.weight_distance(a, b), analysis.weight_distance(b, a)
+    assert ab.l2 > 0 and ab.l2 == pytest.approx(ba.l2)
+    assert ab.relative == pytest.approx(ba.relative)
+    assert ab.relative == pytest.approx(ab.l2 / (0.5 * (ab.norm_a + ab.norm_b)))
+    assert ab.count == 20 * 32 + 32 * 32 + 32 * 3  # kernels only, no biases
+    assert set(ab.layers) == {"fc1/0", "fc2/0", "output/0"}
+
+
+def test_mask_mismatch_is_a_clear_error_naming_the_layer(data):
+    a, b = _ticket(seed=0), _ticket(seed=0)
+    record = [r for r in masks.pruned_weights(b) if r.layer_name == "fc2"][0]
+    keep = record.mask.numpy().copy()
+    keep.reshape(-1)[np.flatnonzero(keep)[:3]] = 0
+    record.mask.assign(keep)
+    with pytest.raises(ValueError, match=r"Masks differ in layer 'fc2'.*3 of 1024"):
+        analysis.instability(a, b, data[1], points=3)
+    with pytest.raises(ValueError, match=r"Masks differ in layer 'fc2'"):
+        analysis.weight_distance(a, b)
+    with pytest.raises(ValueError, match=r"Layer 'fc1' \(fc1/0\): weight shapes differ"):
+        analysis.weight_distance(a, toy_model(seed=0, hidden=16))
+
+
+def test_stability_test_end_to_end_on_a_tiny_model(data):
+    (x, y), test = data
+    theta_k = toy_model(seed=3)  # dense weights at the rewind point
+    ticket = _ticket(seed=3)
+    mask = masks.get_masks(ticket)
+    result = analysis.stability_test(theta_k, mask, rewind_point=4, train_data=(x, y),
+                                     test_data=test, total_steps=24, seeds=(1, 2),
+                                     batch_size=32, learning_rate=1e-2, points=5,
+                                     keep_models=True)
+    assert result.rewind_point == 4 and result.train_steps == 20
+    assert result.sparsity == pytest.approx(masks.sparsity(ticket))
+    assert len(result.instability.errors) == 5
+    assert result.distance.l2 > 0  # different data orders, different weights
+    assert all(0.0 <= acc <= 1.0 for acc in result.test_accuracy)
+    for copy in result.models:  # the mask held through training
+        for key, keep in masks.get_masks(copy).items():
+            np.testing.assert_array_equal(keep, mask[key])
+        for r in masks.pruned_weights(copy):
+            assert np.all(r.weight.numpy()[~mask[r.key]] == 0.0)
+    encoded = json.loads(json.dumps(result.to_dict()))
+    assert "models" not in encoded and encoded["instability"]["barrier"] >= 0.0
+    # theta_k itself was not modified.
+    assert np.all(theta_k.get_layer("fc1").kernel.numpy() != 0.0)
+    short = analysis.stability_test(theta_k, mask, 0, (x, y), test, train_steps=8,
+                                    seeds=(5, 6), batch_size=32, points=3)
+    assert short.train_steps == 8 and short.seeds == [5, 6]
+    with pytest.raises(ValueError, match="two different shuffle seeds"):
+        analysis.stability_test(theta_k, mask, 0, (x, y), test, train_steps=8, seeds=(5, 5))
+    with pytest.raises(ValueError, match="exactly one of train_steps"):
+        analysis.stability_test(theta_k, mask, 0, (x, y), test)

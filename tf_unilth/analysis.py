@@ -1,0 +1,469 @@
+"""Stability analysis of subnetworks (seed 001, Frankle et al. 2020).
+
+Rewinding to an early iteration k finds tickets where rewinding to k = 0
+fails because the subnetwork (mask m, weights theta_k) has become *stable* to
+SGD noise: two copies trained from theta_k with the same mask but different
+data orders end in the same linearly connected region. Measures (see
+ALGORITHMS.md, "Stability"):
+
+- `instability(a, b, data)`: test error along w(alpha) = (1 - alpha) w_a +
+  alpha w_b; instability = max_alpha err(alpha) - mean(err(0), err(1));
+  stable when below 2 percentage points.
+- `weight_distance(a, b)`: L2 distance over the surviving prunable weights,
+  absolute and relative to the mean norm of the two.
+- `stability_test(model, mask, k, ...)`: trains the two copies and reports both.
+
+Models may be plain tf_keras models (stripped tickets; the mask is given or
+taken as weight != 0) or wrapped by `tf_unilth.prune` (the wrappers' masks).
+Nothing here modifies the models it is given: interpolation and training run
+on fresh clones of the architecture.
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from tf_unilth._compat import check_model, keras, tf, tfmot
+from tf_unilth import callbacks as callbacks_lib
+from tf_unilth import masks as masks_lib
+from tf_unilth import training
+from tf_unilth import wrapper as wrapper_lib
+
+STABLE_THRESHOLD = 0.02  # ALGORITHMS.md: stable when the barrier is below 2%
+
+
+# ---------------------------------------------------------------------------
+# Results
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+@dataclasses.dataclass
+class Instability:
+    """Error (and loss) along the linear path between two trained copies."""
+    alphas: list
+    errors: list
+    losses: list
+    barrier: float  # max error on the path - mean of the two endpoint errors
+    threshold: float = STABLE_THRESHOLD
+
+    @property
+    def stable(self):
+        return self.barrier < self.threshold
+
+    def to_dict(self):
+        return _jsonable({**dataclasses.asdict(self), "stable": self.stable})
+
+
+@dataclasses.dataclass
+class Distance:
+    """L2 distance between the surviving prunable weights of two models.
+
+    `relative` = l2 / mean(norm_a, norm_b); `layers` holds the l2 per mask key.
+    Biases and normalization parameters (never pruned) are not counted."""
+    l2: float
+    relative: float
+    norm_a: float
+    norm_b: float
+    count: int  # surviving weights compared
+    layers: dict
+
+    def to_dict(self):
+        return _jsonable(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass
+class StabilityResult:
+    """Two copies trained from the same rewind point with different data orders."""
+    rewind_point: int  # k, the training iteration the start weights are from
+    train_steps: int  # iterations each copy trained
+    seeds: list  # shuffle seeds of the two copies
+    sparsity: float
+    test_accuracy: list  # of the two trained copies
+    instability: Instability
+    distance: Distance
+    seconds: float
+    models: list = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def stable(self):
+        return self.instability.stable
+
+    def to_dict(self):
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("models", "instability", "distance")}
+        out.update(instability=self.instability.to_dict(), distance=self.distance.to_dict(),
+                   stable=self.stable)
+        return _jsonable(out)
+
+
+# ---------------------------------------------------------------------------
+# Reading models: parameters and masks
+
+@dataclasses.dataclass
+class _Snapshot:
+    """A model's parameters as arrays, in the order of a plain clone's weights."""
+    template: keras.Model  # plain view (wrappers stripped); shares the variables
+    arrays: list
+    keys: list  # mask key of each array, or None for weights that are never pruned
+    masks: dict  # {key: bool array}, True = kept
+    wrapped: bool
+
+
+def _plain_view(model):
+    """The model without pruning wrappers, sharing its variables (not a copy)."""
+    if wrapper_lib.wrappers(model):
+        return tfmot.sparsity.keras.strip_pruning(model)
+    return model
+
+
+def _own_weights(layer):
+    # A layer's own weights, without the variables of modules attached to it
+    # (e.g. the GrowingRegularizer's lambda and selection): those are pruning
+    # state, not parameters, and a clone of the layer does not have them.
+    return list(layer._trainable_weights) + list(layer._non_trainable_weights)  # pylint: disable=protected-access
+
+
+def _prunable_variables(layer):
+    if hasattr(layer, "get_prunable_weights"):
+        return list(layer.get_prunable_weights())
+    if wrapper_lib.prune_registry.PruneRegistry.supports(layer):
+        return [getattr(layer, name) for name in
+                wrapper_lib.prune_registry.PruneRegistry._weight_names(layer)]  # pylint: disable=protected-access
+    return []
+
+
+def _parameters(plain):
+    """[(variable, mask key or None)] over the plain model's own layer weights.
+
+    Keys follow `masks.get_masks`: "<layer name>/<index of the prunable weight>"."""
+    params = []
+    for layer in plain.layers:
+        if isinstance(layer, keras.Model):
+            raise TypeError(f"Layer {layer.name!r} is a nested model; flatten it into the "
+                            "outer functional model to analyse it.")
+        keys = {id(v): f"{layer.name}/{i}" for i, v in enumerate(_prunable_variables(layer))}
+        params.extend((v, keys.get(id(v))) for v in _own_weights(layer))
+    return params
+
+
+def _check_mask_shapes(mask, shapes, what):
+    missing, unknown = set(shapes) - set(mask), set(mask) - set(shapes)
+    if missing or unknown:
+        raise ValueError(f"The mask given for {what} does not fit its prunable weights: "
+                         f"missing keys {sorted(missing)}, unknown keys {sorted(unknown)} "
+                         f"(expected {sorted(shapes)}, as tf_unilth.masks.get_masks names "
+                         "them).")
+    out = {}
+    for key, keep in mask.items():
+        keep = np.asarray(keep).astype(bool)
+        if keep.shape != shapes[key]:
+            raise ValueError(f"The mask of {key!r} for {what} has shape {keep.shape}; the "
+                             f"weight has shape {shapes[key]}.")
+        out[key] = keep
+    return out
+
+
+def _snapshot(model, mask=None, what="the model", require_zeros=True):
+    """Reads parameters and masks: the wrappers' masks when wrapped, else `mask`,
+    else weight != 0 (a stripped ticket's removed weights are exactly 0)."""
+    check_model(model)
+    wrapped = bool(wrapper_lib.wrappers(model))
+    plain = _plain_view(model)
+    params = _parameters(plain)
+    arrays = [v.numpy() for v, _ in params]
+    keys = [k for _, k in params]
+    shapes = {k: a.shape for a, k in zip(arrays, keys) if k is not None}
+    if not shapes:
+        raise ValueError(f"{what} has no prunable weights (Dense, Conv, ...): there is no "
+                         "subnetwork to analyse.")
+    given = None if mask is None else _check_mask_shapes(mask, shapes, what)
+    if wrapped:
+        found = masks_lib.get_masks(model)
+        if given is not None:
+            _check_same_masks(found, given, f"{what}'s pruning wrappers", "the given mask")
+    elif given is not None:
+        found = given
+        if require_zeros:
+            for array, key in zip(arrays, keys):
+                if key is not None and np.any(array[~given[key]] != 0):
+                    count = int(np.sum(array[~given[key]] != 0))
+                    raise ValueError(
+                        f"{what} has {count} nonzero weights in layer "
+                        f"{key.split('/')[0]!r} ({key}) that the mask removes: it is not "
+                        "that subnetwork. Pass the mask the model was trained with, or "
+                        "mask=None to take it as weight != 0.")
+    else:
+        found = {k: a != 0 for a, k in zip(arrays, keys) if k is not None}
+    # Removed weights are 0 in the arrays we work on, whatever the variables hold.
+    arrays = [a * found[k] if k is not None else a for a, k in zip(arrays, keys)]
+    return _Snapshot(plain, arrays, keys, found, wrapped)
+
+
+def _check_same_masks(mask_a, mask_b, name_a="model_a", name_b="model_b"):
+    if set(mask_a) != set(mask_b):
+        raise ValueError(f"{name_a} and {name_b} have different prunable weights "
+                         f"({sorted(mask_a)} vs {sorted(mask_b)}); compare two copies of "
+                         "the same architecture.")
+    for key in mask_a:
+        a, b = mask_a[key], mask_b[key]
+        if a.shape != b.shape:
+            raise ValueError(f"Layer {key.split('/')[0]!r} ({key}): weight shapes differ "
+                             f"between {name_a} {a.shape} and {name_b} {b.shape}.")
+        differ = int(np.sum(a != b))
+        if differ:
+            raise ValueError(
+                f"Masks differ in layer {key.split('/')[0]!r} ({key}): {differ} of {a.size} "
+                f"entries are kept in one of {name_a} / {name_b} and removed in the other. "
+                "Stability compares two copies of the same subnetwork: train both with the "
+                "same mask (for stripped tickets whose surviving weights may be exactly 0, "
+                "pass mask=... explicitly).")
+
+
+def _pair(model_a, model_b, mask):
+    a = _snapshot(model_a, mask, "model_a")
+    b = _snapshot(model_b, mask, "model_b")
+    _check_same_masks(a.masks, b.masks)
+    shapes_a, shapes_b = [x.shape for x in a.arrays], [x.shape for x in b.arrays]
+    if shapes_a != shapes_b:
+        raise ValueError(f"model_a and model_b have different parameter shapes "
+                         f"({shapes_a} vs {shapes_b}); compare two copies of one architecture.")
+    return a, b
+
+
+# ---------------------------------------------------------------------------
+# Fresh models
+
+def _clone_plain(template):
+    """A new plain model of the same architecture (fresh variables, no regularizers:
+    they change neither inference nor the parameters)."""
+    def clone_layer(layer):
+        config = layer.get_config()
+        for key in list(config):
+            if key.endswith("_regularizer"):
+                config[key] = None
+        return layer.__class__.from_config(config)
+
+    try:
+        clone = keras.models.clone_model(template, clone_function=clone_layer)
+    except ValueError as e:
+        raise TypeError(f"Cannot clone model {template.name!r} ({e}). The analysis needs a "
+                        "Sequential or functional tf_keras model.") from e
+    if [v.shape for v in _own_params(clone)] != [v.shape for v, _ in _parameters(template)]:
+        raise TypeError(f"The clone of {template.name!r} has other weights than the model; "
+                        "the analysis supports Sequential and functional tf_keras models "
+                        "of standard layers.")
+    return clone
+
+
+def _own_params(plain):
+    return [v for v, _ in _parameters(plain)]
+
+
+def _set(plain, arrays):
+    for variable, array in zip(_own_params(plain), arrays):
+        variable.assign(array)
+    return plain
+
+
+def interpolate(model_a, model_b, alpha, mask=None):
+    """A new plain model with weights (1 - alpha) w_a + alpha w_b.
+
+    Masks must match (a clear error names the layer otherwise); removed
+    weights are exactly 0 in the result. Non-trainable state (batch-norm
+    moving statistics) is interpolated too."""
+    a, b = _pair(model_a, model_b, mask)
+    return _set(_clone_plain(a.template), _mix(a, b, alpha))
+
+
+def _mix(a, b, alpha):
+    out = []
+    for wa, wb, key in zip(a.arrays, b.arrays, a.keys):
+        w = (1.0 - alpha) * wa + alpha * wb
+        if key is not None:
+            w = w * a.masks[key]  # exactly 0 where removed
+        out.append(w.astype(wa.dtype, copy=False))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Measures
+
+def _dataset(data, batch_size=1000):
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        return tf.data.Dataset.from_tensor_slices(
+            (np.asarray(data[0]), np.asarray(data[1]))).batch(batch_size)
+    raise TypeError("data must be a batched tf.data.Dataset of (x, y) or an (x, y) pair "
+                    f"of numpy arrays; got {type(data).__name__}.")
+
+
+def _from_logits(model):
+    return getattr(model.layers[-1], "activation", None) is not keras.activations.softmax
+
+
+def _compile(model, optimizer="adam", learning_rate=1e-3):
+    model.compile(training.make_optimizer(optimizer, learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=_from_logits(model)),
+                  metrics=["accuracy"])
+    return model
+
+
+def instability(model_a, model_b, data, points=11, *, mask=None, threshold=STABLE_THRESHOLD):
+    """Test error along the linear path between two copies of one subnetwork.
+
+    `data`: the evaluation set (seed 001 uses the test set), a batched
+    tf.data dataset or an (x, y) pair. `points` evenly spaced alphas in [0, 1]
+    (ALGORITHMS.md asks for at least 11). Returns `Instability` with the curve
+    and barrier = max err - mean(err(0), err(1)); `stable` = barrier <
+    `threshold`. Masks must match; removed weights stay 0 along the path.
+    """
+    if int(points) < 2:
+        raise ValueError(f"points must be >= 2 (both endpoints), got {points}.")
+    a, b = _pair(model_a, model_b, mask)
+    dataset = _dataset(data)
+    probe = _compile(_clone_plain(a.template))
+    alphas = np.linspace(0.0, 1.0, int(points))
+    errors, losses = [], []
+    for alpha in alphas:
+        _set(probe, _mix(a, b, alpha))
+        loss, accuracy = probe.evaluate(dataset, verbose=0)
+        errors.append(1.0 - float(accuracy))
+        losses.append(float(loss))
+    barrier = max(errors) - 0.5 * (errors[0] + errors[-1])
+    return Instability([float(x) for x in alphas], errors, losses, float(barrier),
+                       float(threshold))
+
+
+def weight_distance(a, b, mask=None):
+    """L2 distance over the surviving prunable weights of two models (`Distance`).
+
+    Symmetric; 0 for identical weights. Masks must match (see `instability`)."""
+    sa, sb = _pair(a, b, mask)
+    layers, total, norm_a, norm_b, count = {}, 0.0, 0.0, 0.0, 0
+    for wa, wb, key in zip(sa.arrays, sb.arrays, sa.keys):
+        if key is None:
+            continue
+        keep = sa.masks[key]
+        xa, xb = wa[keep].astype(np.float64), wb[keep].astype(np.float64)
+        d2 = float(np.sum((xa - xb) ** 2))
+        layers[key] = float(np.sqrt(d2))
+        total += d2
+        norm_a += float(np.sum(xa ** 2))
+        norm_b += float(np.sum(xb ** 2))
+        count += int(keep.sum())
+    l2, norm_a, norm_b = np.sqrt(total), np.sqrt(norm_a), np.sqrt(norm_b)
+    scale = 0.5 * (norm_a + norm_b)
+    return Distance(float(l2), float(l2 / scale) if scale > 0 else 0.0, float(norm_a),
+                    float(norm_b), count, layers)
+
+
+# ---------------------------------------------------------------------------
+# The stability test
+
+def _arrays(data):
+    """(x, y) numpy arrays from an (x, y) pair or a (batched) tf.data dataset."""
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    if isinstance(data, tf.data.Dataset):
+        xs, ys = [], []
+        batched = data.element_spec[0].shape.rank and data.element_spec[0].shape[0] is None
+        for x, y in data.as_numpy_iterator():
+            xs.append(x if batched else x[None])
+            ys.append(y if batched else np.asarray(y)[None])
+        return np.concatenate(xs), np.concatenate(ys)
+    raise TypeError("train_data must be an (x, y) pair of numpy arrays or a tf.data "
+                    f"dataset of (x, y); got {type(data).__name__}.")
+
+
+def _ordered(x, y, batch_size, seed):
+    """Batches reshuffled every epoch by `seed`, repeated: one data order."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def train_copy(start, mask, x, y, *, steps, seed, batch_size=60, optimizer="adam",
+               learning_rate=6e-4, verbose=0):
+    """Trains one copy of the subnetwork (`mask`, weights of snapshot `start`) for
+    `steps` iterations with data order `seed`; returns the wrapped model."""
+    plain = _set(_clone_plain(start.template), [
+        a * mask[k] if k is not None else a for a, k in zip(start.arrays, start.keys)])
+    model = wrapper_lib.prune(plain)  # frozen schedules: the mask never changes
+    masks_lib.set_masks(model, mask)
+    _compile(model, optimizer, learning_rate)
+    if steps > 0:
+        model.fit(_ordered(x, y, batch_size, seed), epochs=1, steps_per_epoch=int(steps),
+                  callbacks=[callbacks_lib.UpdatePruningStep()], verbose=verbose)
+    return model
+
+
+def stability_test(model, mask=None, rewind_point=0, train_data=None, test_data=None, *,
+                   train_steps=None, total_steps=None, seeds=(1, 2), batch_size=60,
+                   optimizer="adam", learning_rate=6e-4, points=11,
+                   threshold=STABLE_THRESHOLD, keep_models=False, verbose=0):
+    """Trains two copies of a subnetwork from its rewind point and measures both.
+
+    `model` holds theta_k, the weights at iteration `rewind_point` (k) of the
+    dense run, plain or wrapped; it is not modified. `mask` ({key: bool}, keys
+    as `masks.get_masks`) is the subnetwork; None takes the wrappers' masks, or
+    weight != 0 for a plain model. Each copy starts from theta_k * mask with a
+    fresh optimizer and trains `train_steps` iterations (or `total_steps - k`,
+    seed 001's budget) on `train_data` ((x, y) arrays or a tf.data dataset;
+    its examples are reshuffled) in the order drawn by its seed in `seeds`;
+    everything else is the same. Returns `StabilityResult` with the test
+    accuracy of both copies, `instability` on `test_data` and
+    `weight_distance` between them.
+    """
+    if train_data is None or test_data is None:
+        raise ValueError("stability_test needs train_data (to train the two copies) and "
+                         "test_data (to measure the error along the path).")
+    if (train_steps is None) == (total_steps is None):
+        raise ValueError("Give exactly one of train_steps (iterations per copy) or "
+                         "total_steps (the full training length T; copies train T - k).")
+    if rewind_point < 0:
+        raise ValueError(f"rewind_point (k) must be >= 0, got {rewind_point}.")
+    steps = train_steps if train_steps is not None else total_steps - rewind_point
+    if steps < 0:
+        raise ValueError(f"total_steps {total_steps} is below the rewind point "
+                         f"{rewind_point}: nothing left to train.")
+    seeds = list(seeds)
+    if len(seeds) != 2 or seeds[0] == seeds[1]:
+        raise ValueError(f"seeds must be two different shuffle seeds, got {seeds}.")
+    start = _snapshot(model, None, "model")  # theta_k as it is (dense weights are fine)
+    if mask is None:
+        mask = start.masks
+    shapes = {k: a.shape for a, k in zip(start.arrays, start.keys) if k is not None}
+    mask = _check_mask_shapes(mask, shapes, "model")
+    x, y = _arrays(train_data)
+    began = time.perf_counter()
+    copies = [train_copy(start, mask, x, y, steps=steps, seed=s, batch_size=batch_size,
+                         optimizer=optimizer, learning_rate=learning_rate, verbose=verbose)
+              for s in seeds]
+    curve = instability(copies[0], copies[1], test_data, points, threshold=threshold)
+    distance = weight_distance(copies[0], copies[1])
+    kept = sum(int(m.sum()) for m in mask.values())
+    size = sum(m.size for m in mask.values())
+    return StabilityResult(
+        rewind_point=int(rewind_point), train_steps=int(steps), seeds=seeds,
+        sparsity=1.0 - kept / size, test_accuracy=[1.0 - curve.errors[0],
+                                                   1.0 - curve.errors[-1]],
+        instability=curve, distance=distance, seconds=time.perf_counter() - began,
+        models=copies if keep_models else None)
+
+
+__all__ = ["Distance", "Instability", "StabilityResult", "STABLE_THRESHOLD", "instability",
+           "interpolate", "stability_test", "train_copy", "weight_distance"]
