@@ -24,9 +24,10 @@ setuptools.setup(
         "matplotlib>=3.7",
         "tensorboard",
         "numpy",
+        # LiteRT interpreter: tf_unilth.export checks every .tflite it writes.
+        "ai-edge-litert",
     ],
     extras_require={
         "test": ["pytest>=7"],
-        "export": ["ai-edge-litert"],
     },
 )

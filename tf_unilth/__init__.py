@@ -11,6 +11,7 @@ from tf_unilth import (callbacks, data, masks, methods, models, regularizers,  #
 from tf_unilth import analysis  # noqa: F401  (stability: instability, distances)
 from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,  # noqa: F401
                                  UpdatePruningStep)
+from tf_unilth.export import to_tflite  # noqa: F401  (TFLite export, sparse encoding)
 from tf_unilth.regularizers import GrowingRegularizer  # noqa: F401
 from tf_unilth.schedules import OneShotSchedule, TriggeredSchedule  # noqa: F401
 from tf_unilth.ticket import TicketResult, find_ticket, ticket_sparsity  # noqa: F401

@@ -1,0 +1,192 @@
+"""TFLite export: round trip, sparse encoding, int8 + delegate fallback, stripping, errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tf_unilth._compat import keras, tfmot
+from tf_unilth import export, masks, wrapper
+from helpers import toy_data, toy_model
+
+DIM, HIDDEN = 64, 128  # big enough for the converter to bother encoding sparsity
+
+
+def _model(seed=0):
+    return toy_model(dim=DIM, hidden=HIDDEN, seed=seed)
+
+
+def _sample(n=200):
+    return toy_data(n=n, dim=DIM)[0]
+
+
+def _zero_unstructured(model, sparsity=0.9):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            k = layer.kernel.numpy()
+            layer.kernel.assign(np.where(np.abs(k) > np.quantile(np.abs(k), sparsity), k, 0))
+    return model
+
+
+def _zero_blocks(model, sparsity=0.9, rows=4):
+    """Zeros whole blocks of `rows` consecutive input rows per output column."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            k = layer.kernel.numpy()
+            norms = np.sqrt((k.reshape(k.shape[0] // rows, rows, -1) ** 2).sum(1))
+            keep = np.repeat(norms > np.quantile(norms, sparsity), rows, axis=0)
+            layer.kernel.assign(k * keep)
+    return model
+
+
+def _numpy_forward(kernels_biases, x):
+    """The toy model's forward pass in numpy (relu, relu, logits)."""
+    h = x
+    for i, (k, b) in enumerate(kernels_biases):
+        h = h @ k + b
+        if i < len(kernels_biases) - 1:
+            h = np.maximum(h, 0)
+    return h
+
+
+def test_float_sparse_export_round_trips_and_is_smaller(tmp_path):
+    model = _zero_unstructured(_model())
+    x = _sample()
+    path = tmp_path / "ticket.tflite"
+    report = export.to_tflite(model, str(path), sample=x)
+    assert path.exists() and path.stat().st_size == report.size_bytes
+    assert report.quantize == "float32" and report.stripped == "none"
+    # Independent of the report: run the file and compare with Keras.
+    got, _, _ = export.predict(str(path), x)
+    expected = model(x).numpy()
+    assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
+    assert report.relative_error <= 1e-5 and report.argmax_agreement == 1.0
+    assert report.model_sparsity == pytest.approx(0.9, abs=0.01)
+    # ~90% sparse: the file keeps about a tenth of the weights.
+    assert report.size_bytes < 0.35 * report.dense_size_bytes
+    assert report.encoded["encoded_sparsity"] > 0.85
+    formats = {w["format"] for w in report.encoded["weights"]}
+    assert formats == {"unstructured (CSR)"}
+    assert {w["use"] for w in report.encoded["weights"]} == {"densified at load"}
+
+
+def test_dense_export_stores_every_weight(tmp_path):
+    report = export.to_tflite(_model(), str(tmp_path / "dense.tflite"), sparse=False,
+                              sample=_sample())
+    assert report.encoded["encoded_sparsity"] == 0.0
+    assert {w["format"] for w in report.encoded["weights"]} == {"dense"}
+    assert report.dense_size_bytes == report.size_bytes
+
+
+def test_4x1_blocks_get_the_block_sparse_kernel(tmp_path):
+    model = _zero_blocks(_model())
+    report = export.to_tflite(model, str(tmp_path / "block.tflite"), sample=_sample(),
+                              compare_dense=False, latency_runs=20)
+    weights = report.encoded["weights"]
+    assert [w["format"] for w in weights] == ["block 1x4"] * 3  # TFLite layout [out, in]
+    assert {w["use"] for w in weights} == {"sparse kernel"}
+    assert "DENSIFY" not in report.encoded["ops"]
+    assert report.relative_error <= 1e-5
+    assert report.latency_us["exported"] > 0
+
+
+def test_dynamic_int8_export_and_delegate_fallback(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+
+    model = _zero_unstructured(_model())
+    x = _sample()
+    report = export.to_tflite(model, str(tmp_path / "q.tflite"), quantize="dynamic_int8",
+                              sample=x)
+    assert report.quantize == "dynamic_int8"
+    assert any(w["dtype"] == "INT8" for w in report.encoded["weights"])
+    assert report.size_bytes < report.dense_size_bytes
+    assert report.relative_error <= export.TOLERANCES["dynamic_int8"][0]
+    assert report.argmax_agreement >= export.TOLERANCES["dynamic_int8"][1]
+    # Does the default resolver (XNNPACK) load this file? The report must say
+    # which resolver it used accordingly.
+    try:
+        Interpreter(model_path=report.path, num_threads=1).allocate_tensors()
+        expected = export.RESOLVER_DEFAULT
+    except RuntimeError:
+        expected = export.RESOLVER_BUILTIN
+    assert report.resolver == expected
+    assert bool(report.fallback_reason) == (expected == export.RESOLVER_BUILTIN)
+    # For int8 + unstructured sparsity the fallback is known to be needed.
+    assert expected == export.RESOLVER_BUILTIN
+
+
+def test_strips_our_wrappers_and_applies_the_masks(tmp_path):
+    pruned = wrapper.prune(_model())
+    selection = masks.magnitude_layerwise(pruned, 0.8)
+    masks.remove(pruned, selection)
+    kernels = [(l.layer.kernel.numpy() * l.pruning_vars[0][1].numpy(), l.layer.bias.numpy())
+               for l in wrapper.wrappers(pruned)]
+    x = _sample()
+    report = export.to_tflite(pruned, str(tmp_path / "w.tflite"), sample=x, compare_dense=False)
+    assert report.stripped == "tf_unilth"
+    assert report.model_sparsity == pytest.approx(0.8, abs=0.01)
+    got, _, _ = export.predict(report.path, x)
+    expected = _numpy_forward(kernels, x)
+    assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
+def test_strips_tfmot_wrappers_and_applies_the_masks(tmp_path):
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(
+        _model(), pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+    rng = np.random.default_rng(1)
+    kernels = []
+    for layer in wrapper.wrappers(pruned):
+        weight, mask, _ = layer.pruning_vars[0]
+        m = (rng.random(mask.shape) > 0.7).astype("float32")
+        mask.assign(m)  # the weights themselves are still dense
+        kernels.append((weight.numpy() * m, layer.layer.bias.numpy()))
+    x = _sample()
+    report = export.to_tflite(pruned, str(tmp_path / "t.tflite"), sample=x, compare_dense=False)
+    assert report.stripped == "tfmot"
+    assert report.model_sparsity == pytest.approx(0.7, abs=0.03)
+    got, _, _ = export.predict(report.path, x)
+    expected = _numpy_forward(kernels, x)
+    assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
+def test_saved_ticket_path_is_loaded(tmp_path):
+    model = _zero_unstructured(_model())
+    saved = tmp_path / "ticket.keras"
+    model.save(saved)
+    report = export.to_tflite(str(saved), str(tmp_path / "t.tflite"), sample=_sample(),
+                              compare_dense=False)
+    assert report.model_sparsity == pytest.approx(0.9, abs=0.01)
+
+
+def test_a_mismatch_raises(tmp_path, monkeypatch):
+    real = export.predict
+    monkeypatch.setattr(export, "predict",
+                        lambda *a, **k: (real(*a, **k)[0] + 1.0,) + real(*a, **k)[1:])
+    with pytest.raises(export.ExportCheckError, match="relative error"):
+        export.to_tflite(_model(), str(tmp_path / "m.tflite"), sample=_sample(),
+                         compare_dense=False)
+    assert (tmp_path / "m.tflite").exists()  # kept, as the message says
+
+
+def test_bad_inputs_have_clear_errors(tmp_path):
+    model = _model()
+    with pytest.raises(ValueError, match="quantize='int4'.*dynamic_int8"):
+        export.to_tflite(model, str(tmp_path / "a.tflite"), quantize="int4")
+    with pytest.raises(FileNotFoundError, match="No model file.*find_ticket"):
+        export.to_tflite(str(tmp_path / "missing.keras"), str(tmp_path / "a.tflite"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export.to_tflite(model, str(tmp_path / "no" / "dir" / "a.tflite"))
+    with pytest.raises(ValueError, match="is a directory"):
+        export.to_tflite(model, str(tmp_path))
+    with pytest.raises(TypeError, match="tf_keras"):
+        export.to_tflite(object(), str(tmp_path / "a.tflite"))
+    assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_keras3_model_is_refused(tmp_path):
+    keras3 = pytest.importorskip("keras")
+    if not keras3.__version__.startswith("3"):
+        pytest.skip("Keras 3 not installed")
+    model = keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)])
+    with pytest.raises(TypeError, match="Keras 3.*tf_keras"):
+        export.to_tflite(model, str(tmp_path / "k3.tflite"))
