@@ -137,3 +137,14 @@ def test_stability_test_end_to_end_on_a_tiny_model(data):
         analysis.stability_test(theta_k, mask, 0, (x, y), test, train_steps=8, seeds=(5, 5))
     with pytest.raises(ValueError, match="exactly one of train_steps"):
         analysis.stability_test(theta_k, mask, 0, (x, y), test)
+
+
+def test_parameters_round_trip_between_wrapped_and_plain_models():
+    ticket = _ticket(seed=4)
+    params = analysis.get_parameters(ticket)
+    assert set(params) == {"fc1/kernel", "fc1/bias", "fc2/kernel", "fc2/bias",
+                           "output/kernel", "output/bias"}
+    plain = analysis.set_parameters(toy_model(seed=9), params)
+    assert analysis.weight_distance(ticket, plain, mask=masks.get_masks(ticket)).l2 == 0.0
+    with pytest.raises(ValueError, match="missing"):
+        analysis.set_parameters(toy_model(seed=9), {"fc1/kernel": params["fc1/kernel"]})

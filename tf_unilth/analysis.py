@@ -272,6 +272,46 @@ def _own_params(plain):
     return [v for v, _ in _parameters(plain)]
 
 
+def _parameter_names(plain):
+    names = []
+    for layer in plain.layers:
+        names.extend(f"{layer.name}/{v.name.split('/')[-1].split(':')[0]}"
+                     for v in _own_weights(layer))
+    return names
+
+
+def get_parameters(model):
+    """{"<layer>/<weight>": array} of the weights the analysis compares and
+    interpolates (kernels, biases, normalization parameters and statistics),
+    wrapped or not; pruning state (masks, steps, regularizer variables) is
+    left out. Use it to keep theta_k during a run and `set_parameters` to put
+    it into a fresh model of the same architecture."""
+    check_model(model)
+    plain = _plain_view(model)
+    return {name: v.numpy() for name, v in zip(_parameter_names(plain), _own_params(plain))}
+
+
+def set_parameters(model, parameters):
+    """Assigns `get_parameters` output to a model of the same architecture (plain
+    or wrapped; a wrapped model's removed weights are zeroed again). Returns it."""
+    check_model(model)
+    plain = _plain_view(model)
+    names, variables = _parameter_names(plain), _own_params(plain)
+    missing, unknown = set(names) - set(parameters), set(parameters) - set(names)
+    if missing or unknown:
+        raise ValueError(f"The parameters do not fit model {model.name!r}: missing "
+                         f"{sorted(missing)}, unknown {sorted(unknown)}.")
+    for name, variable in zip(names, variables):
+        value = np.asarray(parameters[name])
+        if value.shape != tuple(variable.shape):
+            raise ValueError(f"Parameter {name!r} has shape {value.shape}; the model's "
+                             f"has {tuple(variable.shape)}.")
+        variable.assign(value)
+    if wrapper_lib.wrappers(model):
+        masks_lib.apply_masks(model)
+    return model
+
+
 def _set(plain, arrays):
     for variable, array in zip(_own_params(plain), arrays):
         variable.assign(array)
@@ -465,5 +505,6 @@ def stability_test(model, mask=None, rewind_point=0, train_data=None, test_data=
         models=copies if keep_models else None)
 
 
-__all__ = ["Distance", "Instability", "StabilityResult", "STABLE_THRESHOLD", "instability",
-           "interpolate", "stability_test", "train_copy", "weight_distance"]
+__all__ = ["Distance", "Instability", "StabilityResult", "STABLE_THRESHOLD", "get_parameters",
+           "instability", "interpolate", "set_parameters", "stability_test", "train_copy",
+           "weight_distance"]
