@@ -10,7 +10,8 @@ process, for three variants built fresh per batch size:
          0.1], steps_per_round=100)` per layer (started), growing regularizers
          attached with a layer-wise 50% magnitude selection, and the callbacks
          `tf_unilth.callbacks.UpdatePruningStep` + `RegularizerGrowth(
-         PowerGrowth(1.0, steps=1000), active=True)` (lambda changes every step).
+         PowerGrowth(1.0, steps=1000), active=True)` (lambda changes every step,
+         computed inside the step by `regularizers.LambdaGrowth`).
 
 Protocol (see also `PROTOCOL` below, written into the JSON):
 
@@ -215,9 +216,7 @@ class Ours(Variant):
         regs = reg_lib.regularizers(self.model)
         return {"sparsity": _sparsity_of_wrapped(self.model),
                 "pruning_step": cb_lib.current_step(self.model),
-                "lambda": (float(next(iter(regs.values())).lambda_value.numpy())
-                           if regs else None),
-                "growth_t": None if self.growth is None else self.growth.t}
+                "lambda": reg_lib.current_lambda(self.model) if regs else None}
 
 
 VARIANTS = {"dense": Dense, "tfmot": Tfmot, "ours": Ours}

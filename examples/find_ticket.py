@@ -6,6 +6,10 @@
 Writes to --output_dir: results.json (per-round records, final numbers, every
 flag), ticket.keras (the trained ticket, wrappers stripped), curve.png (test
 accuracy against sparsity per round) and TensorBoard logs under logs/.
+
+The search snapshots itself in --output_dir/state after every epoch: a run
+killed at any point (kill -9 included) continues from its last snapshot when
+the same command is started again; a finished run says so and exits.
 """
 
 import json
@@ -38,6 +42,8 @@ flags.DEFINE_integer("epochs", None, "Epoch budget: whole run (unilth/unidlth), 
                      "(lth), all (dense/random). Default: the method's default.")
 flags.DEFINE_integer("validation_size", 5000, "Training examples held out for validation.")
 flags.DEFINE_boolean("standardize", False, "Per-channel standardization of the images.")
+flags.DEFINE_integer("train_limit", None, "Use only the first N training examples (try-outs).")
+flags.DEFINE_integer("test_limit", None, "Use only the first N test examples (try-outs).")
 # Method hyperparameters (ALGORITHMS.md); unset flags keep the method's default.
 flags.DEFINE_integer("rounds", None, "Pruning rounds (unilth/unidlth: R; lth: fixed count).")
 flags.DEFINE_float("prune_rate", None, "LTH: fraction of surviving weights removed per round.")
@@ -96,7 +102,8 @@ def main(argv):
     args = method_args()
     splits = tf_unilth.data.load(
         FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
-        validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize)
+        validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize,
+        train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit)
     model = tf_unilth.models.build(FLAGS.model, splits.info.input_shape,
                                    splits.info.num_classes, seed=FLAGS.seed)
     print(f"{FLAGS.method} on {FLAGS.dataset}/{FLAGS.model}: "
@@ -107,7 +114,8 @@ def main(argv):
         model, FLAGS.method, splits.train, splits.validation,
         target_sparsity=FLAGS.target_sparsity, test_data=splits.test, epochs=FLAGS.epochs,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
-        verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"), **args)
+        verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"),
+        state_dir=run_dir.path("state"), **args)
     summary = run_dir.write_results(
         method=FLAGS.method, dataset=FLAGS.dataset, model_name=FLAGS.model, seed=FLAGS.seed,
         target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values)

@@ -82,8 +82,7 @@ def test_unilth_trigger_rewind_growth_and_fidelity(mnist_small):
 
     class Watch(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            lambdas.append(float(tf_unilth.regularizers.regularizers(self.model)[
-                "fc1/0"].lambda_value.numpy()))
+            lambdas.append(tf_unilth.regularizers.current_lambda(self.model))
 
     cbs = unilth.callbacks(model, target_sparsity=0.8, epochs=12, rounds=2, round_epochs=1,
                            patience=2, on_round_end=lambda m, info: rounds.append(info))

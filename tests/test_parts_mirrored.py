@@ -44,9 +44,12 @@ def test_masks_lambda_and_trigger_agree_on_both_replicas(tmp_path):
         np.testing.assert_array_equal(m0, m1)
         np.testing.assert_array_equal(w0, w1)
         assert np.all(w0[m0 == 0] == 0)
+    growth = regularizers.growth(model)
+    for var in (growth.start_step, growth.lambda_max, growth.rate):
+        v0, v1 = _replica_values(var)
+        assert v0 == v1
+    assert regularizers.current_lambda(model) == 0.5
     for reg in regularizers.regularizers(model).values():
-        l0, l1 = _replica_values(reg.lambda_value)
-        assert l0 == l1 == 0.5
         s0, s1 = _replica_values(reg.selection)
         np.testing.assert_array_equal(s0, s1)
     f0, f1 = _replica_values(trigger.fired)

@@ -103,6 +103,19 @@ class PlateauTrigger(keras.callbacks.EarlyStopping):
             self.model.stop_training = False
             self.fire(epoch, logs)
 
+    _STATE = ("wait", "best", "best_epoch", "stopped_epoch", "armed", "fired_epoch")
+
+    def get_state(self):
+        """Python state for resuming a run (see tf_unilth.resume)."""
+        state = {name: getattr(self, name, None) for name in self._STATE}
+        state["best"] = None if state["best"] is None else float(state["best"])
+        return state
+
+    def set_state(self, state):
+        for name in self._STATE:
+            setattr(self, name, state[name])
+        self.fired.assign(self.fired_epoch is not None)
+
     def fire(self, epoch, logs=None):
         """Fires now (also used to force the trigger when a budget runs out)."""
         self.armed = False
@@ -162,8 +175,21 @@ class Rewind(keras.callbacks.Callback):
     # -- lifecycle --------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._ensure_checkpoint()
+        if self._step_path is None and self.save_step is not None and \
+                os.path.exists(self._step_prefix() + ".index"):
+            self._step_path = self._step_prefix()  # taken by an earlier attempt of the run
         if self.save_step == 0 and self._step_path is None:
             self._save_step_checkpoint()
+
+    def get_state(self):
+        return {"saved_epochs": list(self.saved_epochs), "step_path": self._step_path,
+                "last_restored": self.last_restored}
+
+    def set_state(self, state):
+        self._ensure_checkpoint()
+        self.saved_epochs = list(state["saved_epochs"])
+        self._step_path = state["step_path"]
+        self.last_restored = state["last_restored"]
 
     def on_train_batch_end(self, batch, logs=None):
         if self.save_step and self._step_path is None:
@@ -220,8 +246,10 @@ class Rewind(keras.callbacks.Callback):
 
     def _save_step_checkpoint(self):
         self._ensure_checkpoint()
-        self._step_path = self._checkpoint.write(
-            os.path.join(self.directory, f"step-{self.save_step}", "ckpt"))
+        self._step_path = self._checkpoint.write(self._step_prefix())
+
+    def _step_prefix(self):
+        return os.path.join(self.directory, f"step-{self.save_step}", "ckpt")
 
     def _restore(self, path):
         if self.restore_optimizer:
@@ -241,48 +269,49 @@ def reset_optimizer(optimizer):
 
 
 class RegularizerGrowth(keras.callbacks.Callback):
-    """Raises lambda of the model's GrowingRegularizers along `curve(t)`.
+    """Grows lambda of the model's GrowingRegularizers along `curve(t)`.
 
-    Idle until `start()` (e.g. a PlateauTrigger listener); then, before each
-    training batch, lambda = curve(t) with t the batches since the start.
-    `restart()` begins a new growth from t = 0 (a new UniLTH round); `stop()`
-    sets lambda to 0 and idles.
+    Idle (lambda held) until `start()` (e.g. a PlateauTrigger listener); then
+    lambda = curve(t), t = training steps since the start. `restart()` begins a
+    new growth from t = 0 (a new UniLTH round); `stop()` holds lambda at 0.
+    The curve is evaluated inside the training step (`regularizers.LambdaGrowth`):
+    this callback only writes the curve's start, so it has no per-batch hook.
     """
 
     def __init__(self, curve, active=False):
         super().__init__()
         self.curve = curve
         self.active = active
-        self.t = 0
-        self.history = []
-        self._last = None
-        self._variables = None
+        self._growth = None
 
     def on_train_begin(self, logs=None):
-        self._variables = [r.lambda_value for r in reg_lib.regularizers(self.model).values()]
-        if not self._variables:
-            raise ValueError("RegularizerGrowth found no GrowingRegularizer; call "
-                             "tf_unilth.regularizers.attach(model) first.")
+        self._growth = reg_lib.growth(self.model)
+        if self._growth is None:
+            raise ValueError("RegularizerGrowth found no GrowingRegularizer attached by "
+                             "tf_unilth.regularizers.attach(model); attach them first.")
+        if self.active and int(self._growth.start_step.numpy()) < 0:
+            self.start()
 
     def start(self, *unused_args):
-        self.active, self.t, self._last = True, 0, None
+        """Starts (or restarts) growth from t = 0 at the next training step."""
+        self.active = True
+        growth = self._growth or reg_lib.growth(self.model)
+        growth.start(self.curve, current_step(self.model))
 
     restart = start
 
     def stop(self, *unused_args):
         self.active = False
-        self._assign(0.0)
+        (self._growth or reg_lib.growth(self.model)).hold(0.0)
 
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self.active:
-            return
-        value = float(self.curve(self.t))
-        self._assign(value)
-        self.history.append(value)
-        self.t += 1
+    def get_state(self):
+        return {"active": self.active, "curve": self.curve.get_config()}
 
-    def _assign(self, value):
-        if value != self._last and self._variables:
-            for var in self._variables:
-                var.assign(value)
-            self._last = value
+    def set_state(self, state):
+        self.active = state["active"]
+        self.curve = type(self.curve)(**state["curve"])
+
+    def current(self):
+        """Lambda now (what the next step uses is curve(t + 1))."""
+        growth = self._growth or reg_lib.growth(self.model)
+        return growth.value() if growth is not None else 0.0

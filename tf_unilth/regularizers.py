@@ -2,8 +2,10 @@
 
 penalty = 0.5 * lambda * sum((w * s)^2), where s marks the selected weights.
 Both lambda and s live in variables (the regularizer is also a `tf.Module`,
-so checkpoints and SavedModel carry them); growth callbacks raise lambda while
-training runs, and controllers move s from round to round, without retracing.
+so checkpoints and SavedModel carry them). Lambda's growth runs inside the
+training step: `LambdaGrowth` evaluates the curve from the wrappers' step
+counter, so raising lambda costs neither a per-batch Python callback nor a
+retrace; controllers only move s and the curve's start from round to round.
 """
 
 import numpy as np
@@ -15,7 +17,11 @@ from tf_unilth import wrapper as wrapper_lib
 
 @keras.utils.register_keras_serializable(package="tf_unilth")
 class GrowingRegularizer(keras.regularizers.Regularizer, tf.Module):
-    """0.5 * lambda * ||w * s||^2 with lambda and the selection s in variables."""
+    """0.5 * lambda * ||w * s||^2 with lambda and the selection s in variables.
+
+    Alone, lambda is the `lambda_value` variable. Attached to a pruned model
+    (`attach`), lambda comes from the model's shared `LambdaGrowth`.
+    """
 
     def __init__(self, shape, lambda_value=0.0, name="growing_regularizer"):
         tf.Module.__init__(self, name=name)
@@ -24,11 +30,15 @@ class GrowingRegularizer(keras.regularizers.Regularizer, tf.Module):
                                         dtype=tf.float32, name="lambda")
         self.selection = tf.Variable(tf.zeros(self.shape), trainable=False,
                                      dtype=tf.float32, name="selection")
+        self.growth = None
+
+    def current_lambda(self):
+        return self.lambda_value if self.growth is None else self.growth()
 
     def __call__(self, weight):
+        # l2_loss(x) = sum(x^2) / 2 in one fused kernel (and a cheap gradient).
         selected = weight * tf.cast(self.selection, weight.dtype)
-        return (0.5 * tf.cast(self.lambda_value, weight.dtype)
-                * tf.reduce_sum(tf.square(selected)))
+        return tf.cast(self.current_lambda(), weight.dtype) * tf.nn.l2_loss(selected)
 
     def select(self, chosen):
         """Marks the weights to penalize (a bool/0-1 array of the weight's shape)."""
@@ -42,6 +52,58 @@ class GrowingRegularizer(keras.regularizers.Regularizer, tf.Module):
         # checkpoint; the config rebuilds an equivalent, empty regularizer.
         return {"shape": list(self.shape), "lambda_value": float(self.lambda_value.numpy()),
                 "name": self.name}
+
+
+class LambdaGrowth(tf.Module):
+    """Lambda as a function of the training step, evaluated in the step itself.
+
+    One per model, shared by its GrowingRegularizers. Held (the default):
+    lambda = `held`. Growing: lambda = lambda_max * min(1, r * floor(t / K))^gamma
+    with t the steps since `start`; this one formula covers both curves of
+    ALGORITHMS.md (PowerGrowth: K = 1, r = 1/G; LinearStepGrowth: K = every,
+    r = delta / lambda_max, gamma = 1). Every parameter is a variable, so
+    `start`/`hold` take effect at the next step, without retracing.
+    """
+
+    def __init__(self, step, name="lambda_growth"):
+        super().__init__(name=name)
+        # The wrappers' step counter; not tracked (it belongs to the wrapper).
+        object.__setattr__(self, "_step", step)
+        new = lambda value, dtype, n: tf.Variable(  # noqa: E731
+            value, trainable=False, dtype=dtype, name=n)
+        self.start_step = new(-1, tf.int64, "start_step")
+        self.held = new(0.0, tf.float32, "held")
+        self.lambda_max = new(0.0, tf.float32, "lambda_max")
+        self.every = new(1.0, tf.float32, "every")
+        self.rate = new(0.0, tf.float32, "rate")
+        self.gamma = new(1.0, tf.float32, "gamma")
+
+    def __call__(self):
+        t = tf.cast(tf.maximum(self._step - self.start_step, 0), tf.float32)
+        x = tf.minimum(1.0, self.rate * tf.floor(t / self.every))
+        return tf.where(self.start_step >= 0, self.lambda_max * tf.pow(x, self.gamma),
+                        self.held)
+
+    def start(self, curve, step):
+        """Grows lambda along `curve`, t = 0 at the step after `step` steps done.
+
+        (The wrappers count a step before the loss reads the counter.)
+        """
+        every, rate, gamma = curve.step_form()
+        self.lambda_max.assign(curve.lambda_max)
+        self.every.assign(float(every))
+        self.rate.assign(float(rate))
+        self.gamma.assign(float(gamma))
+        self.start_step.assign(int(step) + 1)
+
+    def hold(self, value):
+        """Stops growth; lambda stays `value`."""
+        self.held.assign(float(value))
+        self.start_step.assign(-1)
+
+    def value(self):
+        """Lambda at the current step (Python float)."""
+        return float(self())
 
 
 _REGULARIZER_ATTR = {"kernel": "kernel_regularizer", "embeddings": "embeddings_regularizer",
@@ -65,11 +127,16 @@ def attach(model):
         _link_selections(model, found)
         return found
     result = {}
+    records = masks_lib.pruned_weights(model)
+    if not records:
+        raise ValueError("attach needs a model wrapped by tf_unilth.prune (no pruned weight found).")
     with model.distribute_strategy.scope():
-        for record in masks_lib.pruned_weights(model):
+        growth = LambdaGrowth(records[0].wrapper.pruning_step)
+        for record in records:
             layer = record.wrapper.layer
             reg = GrowingRegularizer(record.weight.shape,
                                      name=f"growing_regularizer_{record.index}")
+            reg.growth = growth
             attr = next((a for a, v in vars(layer).items() if v is record.weight), None)
             if attr in _REGULARIZER_ATTR and getattr(layer, _REGULARIZER_ATTR[attr], None) is None:
                 setattr(layer, _REGULARIZER_ATTR[attr], reg)
@@ -125,9 +192,27 @@ def set_selection(model, selection):
         reg.select(selection.get(key, np.zeros(reg.shape, bool)))
 
 
+def growth(model):
+    """The model's shared LambdaGrowth (None if its regularizers stand alone)."""
+    regs = list(regularizers(model).values())
+    return regs[0].growth if regs else None
+
+
 def set_lambda(model, value):
-    for reg in regularizers(model).values():
+    """Holds lambda at `value` (stops any growth)."""
+    regs = regularizers(model)
+    if not regs:
+        raise ValueError("No GrowingRegularizer attached; call tf_unilth.regularizers.attach(model).")
+    for reg in regs.values():
         reg.lambda_value.assign(float(value))
+        if reg.growth is not None:
+            reg.growth.hold(value)
+
+
+def current_lambda(model):
+    """Lambda of the model's regularizers at the current step (0.0 if none)."""
+    regs = list(regularizers(model).values())
+    return float(regs[0].current_lambda()) if regs else 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -147,6 +232,9 @@ class LinearStepGrowth:
     def steps_to_max(self):
         return int(np.ceil(self.lambda_max / self.delta)) * self.every
 
+    def step_form(self):  # (K, r, gamma) of LambdaGrowth's formula
+        return self.every, self.delta / self.lambda_max, 1.0
+
     def get_config(self):
         return {"delta": self.delta, "every": self.every, "lambda_max": self.lambda_max}
 
@@ -164,6 +252,9 @@ class PowerGrowth:
 
     def steps_to_max(self):
         return self.steps
+
+    def step_form(self):
+        return 1, 1.0 / self.steps, self.gamma
 
     def get_config(self):
         return {"lambda_max": self.lambda_max, "steps": self.steps, "gamma": self.gamma}

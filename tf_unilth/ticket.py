@@ -25,14 +25,16 @@ class TicketResult:
 def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
                 test_data=None, epochs=None, *, optimizer="adam", learning_rate=6e-4,
                 batch_size=128, strategy=None, verbose=1, log_dir=None, printer=print,
-                callbacks=(), **method_args):
+                callbacks=(), state_dir=None, **method_args):
     """Trains `model` into a ticket with one of `methods.METHODS`.
 
     `train_data` / `validation_data` / `test_data`: batched tf.data datasets or
     (x, y) numpy pairs (batched with `batch_size`). `epochs` is the method's
     epoch budget (per round for LTH). Other keyword arguments are the method's
     hyperparameters (see ALGORITHMS.md and each method's `run`). `callbacks`
-    are added to every `fit` the method makes.
+    are added to every `fit` the method makes. With `state_dir`, the search
+    snapshots itself there after every epoch; called again with the same
+    arguments and `state_dir` it resumes instead of starting over.
     """
     check_model(model)
     run = methods.get(method)
@@ -42,7 +44,7 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     data = training.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
     session = training.Session(data, optimizer=optimizer, learning_rate=learning_rate,
                                strategy=strategy, verbose=verbose, log_dir=log_dir,
-                               printer=printer, callbacks=callbacks)
+                               printer=printer, callbacks=callbacks, state_dir=state_dir)
     kwargs = dict(method_args)
     if epochs is not None:
         kwargs["epochs"] = epochs
@@ -61,6 +63,7 @@ def finish(session, trained):
              "val_loss": val["loss"]}
     total = {"epochs": session.epochs, "train_steps": session.steps,
              "wall_seconds": session.seconds}
+    session.state.cleanup()  # only a temporary state is removed
     return TicketResult(ticket, session.rounds, sparsity, final, total,
                         getattr(session, "method_info", None),
                         trained if ticket is not trained else None)

@@ -1,19 +1,21 @@
 """The training loop every method shares: compile, fit, evaluate, record rounds.
 
 A `Session` owns one ticket search: the data, how models are compiled, the
-step / epoch / wall-time accounting, and the per-round records that end up in
-results.json. Methods only decide *what* to train and prune; they never write
-their own loop.
+step / epoch / wall-time accounting, the per-round records that end up in
+results.json, and the resumable state of the search (`resume.RunState`: a run
+killed at any point continues where it was). Methods only decide *what* to
+train and prune; they never write their own loop.
 """
 
 import dataclasses
-import time
+import math
 
 import numpy as np
 
 from tf_unilth._compat import check_model, keras, tf
 from tf_unilth import data as data_lib
 from tf_unilth import masks as masks_lib
+from tf_unilth import resume
 from tf_unilth import wrapper as wrapper_lib
 
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
@@ -72,7 +74,7 @@ class Session:
     """Compiles, trains and evaluates the models of one ticket search."""
 
     def __init__(self, data, optimizer="adam", learning_rate=6e-4, strategy=None,
-                 verbose=1, log_dir=None, printer=print, callbacks=()):
+                 verbose=1, log_dir=None, printer=print, callbacks=(), state_dir=None):
         self.data = data
         self.optimizer = optimizer
         self.learning_rate = learning_rate
@@ -86,6 +88,30 @@ class Session:
         self.steps = 0
         self.seconds = 0.0
         make_optimizer(optimizer, learning_rate)  # fail early on a bad name
+        # With state_dir a restarted search resumes; without, snapshots still
+        # go to a temporary directory so a diverged fit can be put back.
+        self.state = resume.RunState(state_dir)
+        self._fits = 0
+        if self.state.resumed:
+            self.print(f"Resuming the search kept in {self.state.directory}: finished fits "
+                       "are restored, not retrained.")
+
+    def checkpoint_dir(self, name):
+        """A directory for a method's own checkpoints that survives a restart."""
+        return self.state.subdirectory(name)
+
+    def get_state(self):
+        return {"epochs": self.epochs, "steps": self.steps, "seconds": self.seconds,
+                "rounds": list(self.rounds)}
+
+    def set_state(self, state):
+        self.epochs, self.steps = state["epochs"], state["steps"]
+        self.seconds, self.rounds = state["seconds"], list(state["rounds"])
+
+    def add_epoch(self, seconds):
+        self.epochs += 1
+        self.steps += self.data.steps_per_epoch
+        self.seconds += seconds
 
     def compile(self, model, learning_rate=None):
         check_model(model)
@@ -98,21 +124,62 @@ class Session:
         return model
 
     def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):
-        """model.fit on the training data; adds the epochs and steps it ran."""
+        """model.fit on the training data, resumable (see `resume`).
+
+        The session counts the epochs, steps and seconds it runs. A fit that a
+        previous attempt finished is restored instead of trained; an
+        interrupted one continues after its last saved epoch. A loss that stops
+        being finite stops training and puts the model back to its last good
+        snapshot (FloatingPointError).
+        """
+        index, self._fits = self._fits, self._fits + 1
         callbacks = list(callbacks) + self.extra_callbacks
         if self.log_dir:
             callbacks.append(keras.callbacks.TensorBoard(self.log_dir, write_graph=False,
                                                          profile_batch=0))
-        start = time.perf_counter()
-        history = model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
-                            validation_data=self.data.validation if validate else None,
-                            callbacks=callbacks, verbose=self.verbose)
-        ran = len(history.epoch)
-        self.epochs += ran
-        self.steps += ran * self.data.steps_per_epoch
-        self.seconds += time.perf_counter() - start
-        _check_finite(history)
-        return history
+        keras.callbacks.CallbackList(callbacks, model=model)  # set_model on each
+        snapshot = self.state.finished_fit(index)
+        partial = self.state.partial_fit(index)
+        if partial is not None and (partial["stop_training"] or partial["epoch"] + 1 >= epochs):
+            snapshot = partial  # it had ended; only its end snapshot was missing
+        if snapshot is not None:
+            self.state.restore(snapshot, model, callbacks)
+            self.set_state(snapshot["session"])
+            if snapshot is partial:
+                self.state.save(index, model, callbacks, self, partial["history"],
+                                partial["epoch"], done=True)
+            self.print(f"fit {index + 1}: finished in an earlier attempt; restored.")
+            return resume.History(snapshot["history"])
+        if partial is not None:
+            initial_epoch = partial["epoch"] + 1
+            self.set_state(partial["session"])
+            self.state.truncate_rounds(len(self.rounds))
+            self.print(f"fit {index + 1}: resuming after epoch {initial_epoch}.")
+        saver = resume.SaveProgress(self.state, index, callbacks, self, partial)
+        model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
+                  validation_data=self.data.validation if validate else None,
+                  callbacks=callbacks + [keras.callbacks.TerminateOnNaN(), saver],
+                  verbose=self.verbose)
+        losses = saver.history.get("loss", [])
+        if losses and not math.isfinite(losses[-1]):
+            self._diverged(index, model, callbacks, losses[-1])
+        self.state.save(index, model, callbacks, self, saver.history,
+                        saver.last_epoch if saver.last_epoch is not None else initial_epoch - 1,
+                        done=True)
+        return resume.History(saver.history)
+
+    def _diverged(self, index, model, callbacks, loss):
+        good = self.state.partial_fit(index) or self.state.last_good()
+        if good is None:
+            where = "no epoch had finished with a finite loss, so there is no good state"
+        else:
+            self.state.restore(good, model, callbacks)
+            where = (f"the model was put back to its last good state (end of epoch "
+                     f"{good['epoch'] + 1}), kept in {self.state.directory}")
+        raise FloatingPointError(
+            f"Training loss became {loss} (not finite); training stopped and {where}. "
+            "Lower the learning rate (or lambda_max) and start again with a new output "
+            "directory.")
 
     def evaluate(self, model, split):
         dataset = getattr(self.data, split)
@@ -128,6 +195,11 @@ class Session:
         epochs / steps / seconds are totals from the random initialization to
         the end of this round (the cost of the ticket); they default to the
         session's totals so far."""
+        if len(self.rounds) < len(self.state.rounds):  # recorded by an earlier attempt
+            record = self.state.rounds[len(self.rounds)]
+            self.rounds.append(record)
+            self.print(format_round(record) + " (restored)")
+            return record
         epochs = self.epochs if epochs is None else epochs
         steps = self.steps if steps is None else steps
         seconds = self.seconds if seconds is None else seconds
@@ -138,6 +210,7 @@ class Session:
                   "epochs": int(epochs), "train_steps": int(steps),
                   "wall_seconds": float(seconds), **extra}
         self.rounds.append(record)
+        self.state.save_rounds(self.rounds)
         self.print(format_round(record))
         return record
 
@@ -153,11 +226,3 @@ def current_sparsity(model):
     if not wrapper_lib.wrappers(model):
         return 0.0
     return float(masks_lib.sparsity(model))
-
-
-def _check_finite(history):
-    losses = history.history.get("loss", [])
-    if losses and not np.all(np.isfinite(losses)):
-        raise FloatingPointError(
-            f"Training loss became {losses[-1]} (not finite). Lower the learning rate "
-            "(or lambda_max); the last good epoch's checkpoint is kept.")

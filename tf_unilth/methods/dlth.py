@@ -32,7 +32,7 @@ def run(session, model, target_sparsity, epochs=None, lambda_delta=1e-4, lambda_
     if epochs is not None:  # an overall budget: regularize first, fine-tune the rest
         reg_epochs = min(reg_epochs, max(1, epochs - finetune_epochs))
     session.fit(pruned, reg_epochs, callbacks=[UpdatePruningStep(), growth])
-    session.record_round(pruned, 0, lambda_reached=growth.history[-1] if growth.history else 0.0)
+    session.record_round(pruned, 0, lambda_reached=growth.current())
 
     # One-shot removal at the first fine-tuning step, then the mask is fixed.
     step = current_step(pruned)

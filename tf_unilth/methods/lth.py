@@ -24,7 +24,7 @@ def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate=
     overrides = {output_layer: prune_rate / 2 if output_rate is None else output_rate}
     if selection == "magnitude_global":
         overrides = None  # one threshold over all layers has no per-layer rates
-    rewind = Rewind(keep_epochs=1, save_step=rewind_step)
+    rewind = Rewind(session.checkpoint_dir("rewind"), keep_epochs=1, save_step=rewind_step)
     planned = rounds if rounds is not None else max_rounds
     for round_index in range(planned + 1):
         if round_index > 0:

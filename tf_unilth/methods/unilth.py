@@ -143,7 +143,7 @@ class StagedPruning(keras.callbacks.Callback):
         info = {"round": self.round, "epoch": epoch + 1, "logs": dict(logs or {}),
                 "selection_fidelity": agreed / selected if selected else 1.0,
                 "epochs": self._epochs_done, "seconds": time.perf_counter() - self._start_time,
-                "lambda": self.growth.history[-1] if self.growth.history else 0.0}
+                "lambda": self.growth.current()}
         self.log.append(info)
         self.on_round_end(self.model, info)
         if self.round < self.rounds:
@@ -156,6 +156,20 @@ class StagedPruning(keras.callbacks.Callback):
             layer.pruning_schedule.freeze()
         self.stage = 3
         self.finetune.rearm()
+
+    _STATE = ("stage", "round", "log", "forced", "trigger_epoch", "rewind_epoch",
+              "_round_end", "_epochs_done")
+
+    def get_state(self):
+        """Python state for resuming a run (see tf_unilth.resume)."""
+        state = {name: getattr(self, name, None) for name in self._STATE}
+        state["seconds"] = time.perf_counter() - self._start_time
+        return state
+
+    def set_state(self, state):
+        for name in self._STATE:
+            setattr(self, name, state[name])
+        self._start_time = time.perf_counter() - state["seconds"]
 
     def _restore_best(self, trigger, epoch, logs):
         self.rewind.rewind_to_epoch(trigger.best_epoch)
@@ -198,7 +212,8 @@ def _run(session, model, target_sparsity, epochs, random_ticket, rounds=5, **hpa
             lambda_max_reached=info["lambda"])
 
     cbs = callbacks(pruned, target_sparsity, epochs, rounds=rounds,
-                    random_ticket=random_ticket, on_round_end=record, **hparams)
+                    random_ticket=random_ticket, on_round_end=record,
+                    checkpoint_dir=session.checkpoint_dir("rewind"), **hparams)
     session.fit(pruned, epochs, callbacks=cbs)
     session.method_info = cbs[3].summary()
     return pruned
