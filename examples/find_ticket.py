@@ -50,6 +50,9 @@ flags.DEFINE_float("prune_rate", None, "LTH: fraction of surviving weights remov
 flags.DEFINE_integer("rewind_step", None, "LTH: rewind to iteration k (0 = original LTH).")
 flags.DEFINE_enum("selection", None, list(tf_unilth.masks.SELECTIONS),
                   "Which weights a pruning step removes.")
+flags.DEFINE_list("block_size", None, "Remove whole blocks, e.g. 4,1 (Keras kernel layout "
+                  "[in, out]: 4 consecutive inputs, the pattern TFLite's sparse kernels run "
+                  "fast); magnitude selections rank blocks by L2 norm, random ones draw blocks.")
 flags.DEFINE_integer("patience", None, "Plateau trigger patience P (epochs).")
 flags.DEFINE_float("min_delta", None, "Plateau trigger min_delta.")
 flags.DEFINE_integer("rewind_epochs", None, "UniLTH: rewind r epochs (default P).")
@@ -64,11 +67,13 @@ flags.DEFINE_integer("finetune_epochs", None, "DLTH: fine-tuning epochs after re
 flags.DEFINE_integer("finetune_patience", None, "UniLTH: patience of the fine-tuning trigger.")
 
 _METHOD_FLAGS = {
-    "dense": [], "random": [],
-    "lth": ["rounds", "prune_rate", "rewind_step", "selection"],
-    "dlth": ["lambda_delta", "lambda_every", "lambda_max", "hold_epochs", "finetune_epochs"],
+    "dense": [],
+    "random": ["block_size"],
+    "lth": ["rounds", "prune_rate", "rewind_step", "selection", "block_size"],
+    "dlth": ["lambda_delta", "lambda_every", "lambda_max", "hold_epochs", "finetune_epochs",
+             "block_size"],
     "unilth": ["rounds", "selection", "patience", "min_delta", "rewind_epochs", "round_epochs",
-               "growth_steps", "lambda_max", "gamma", "finetune_patience"],
+               "growth_steps", "lambda_max", "gamma", "finetune_patience", "block_size"],
 }
 _METHOD_FLAGS["unidlth"] = [f for f in _METHOD_FLAGS["unilth"] if f != "selection"]
 _SEEDED = {"random", "dlth", "unilth", "unidlth"}
@@ -80,6 +85,13 @@ def method_args():
         value = FLAGS[name].value
         if value is not None:
             args[name] = value
+    if "block_size" in args:
+        try:
+            args["block_size"] = tuple(int(b) for b in args["block_size"])
+            assert len(args["block_size"]) == 2 and min(args["block_size"]) >= 1
+        except (ValueError, AssertionError):
+            raise app.UsageError(f"--block_size must be two positive ints like 4,1; got "
+                                 f"{','.join(FLAGS.block_size)}.") from None
     if FLAGS.method in _SEEDED:
         args["seed"] = FLAGS.seed
     unused = [name for names in _METHOD_FLAGS.values() for name in names

@@ -122,3 +122,17 @@ def test_unknown_selection_and_bad_rate():
         masks.magnitude_layerwise(model, 1.2)
     with pytest.raises(ValueError, match="unknown layers"):
         masks.magnitude_layerwise(model, 0.2, rate_overrides={"nope": 0.1})
+
+
+@pytest.mark.parametrize("method", ["magnitude_layerwise", "random"])
+def test_block_selections_remove_whole_blocks_round_after_round(method):
+    model = pruned_toy()  # kernels (20, 32), (32, 32), (32, 3): rows divisible by 4
+    scores = masks.random_scores(model, 3) if method == "random" else None
+    for _ in range(3):
+        masks.remove(model, masks.select(model, method, 0.3, scores=scores, block_size=(4, 1)))
+    for key, m in masks.get_masks(model).items():
+        blocks = m.reshape(m.shape[0] // 4, 4, m.shape[1])
+        assert np.all(blocks.min(axis=1) == blocks.max(axis=1)), key
+    assert masks.sparsity(model) == pytest.approx(1 - 0.7 ** 3, abs=0.02)
+    with pytest.raises(ValueError, match="no block form"):
+        masks.select(model, "magnitude_global", 0.3, block_size=(4, 1))

@@ -174,32 +174,37 @@ def random_scores(model, seed):
     return {r.key: rng.random(tuple(r.weight.shape)) for r in pruned_weights(model)}
 
 
-def block_scores(model, block_size):
-    """L2 norm of each (rows x cols) block of rank-2 weights, broadcast back.
+def block_scores(model, block_size, scores=None):
+    """Scores pooled over (rows x cols) blocks of rank-2 weights, broadcast back.
 
-    `block_size=(4, 1)` ranks blocks of 4 consecutive input rows of a Dense
-    kernel (Keras layout [in, out]): the 1x4 blocks TFLite's sparse
-    fully-connected kernels accelerate. Ties inside a block make the block
-    survive or go as a whole."""
-    bh, bw = block_size
-    scores = {}
+    Default scores are magnitudes, pooled as the L2 norm of each block; other
+    scores (e.g. `random_scores`) are pooled by their mean, so a random ticket
+    is drawn block by block. `block_size=(4, 1)` groups 4 consecutive input
+    rows of a Dense kernel (Keras layout [in, out]): the 1x4 blocks TFLite's
+    sparse fully-connected kernels accelerate. Every entry of a block gets the
+    block's score, so the block survives or goes as a whole. Weights of other
+    ranks keep their own scores."""
+    bh, bw = (int(b) for b in block_size)
+    if bh < 1 or bw < 1:
+        raise ValueError(f"block_size must be two positive ints, got {block_size}.")
+    pooled = {}
     for r in pruned_weights(model):
-        w = r.weight.numpy()
-        if w.ndim != 2:
-            scores[r.key] = np.abs(w)
+        values = np.abs(r.weight.numpy()) if scores is None else scores[r.key]
+        if values.ndim != 2:
+            pooled[r.key] = values
             continue
-        rows, cols = w.shape
-        pr, pc = -rows % bh, -cols % bw
-        padded = np.pad(w, ((0, pr), (0, pc)))
+        rows, cols = values.shape
+        padded = np.pad(values ** 2 if scores is None else values,
+                        ((0, -rows % bh), (0, -cols % bw)))
         blocks = padded.reshape(padded.shape[0] // bh, bh, padded.shape[1] // bw, bw)
-        norms = np.sqrt(np.sum(blocks ** 2, axis=(1, 3)))
-        full = np.repeat(np.repeat(norms, bh, axis=0), bw, axis=1)
-        scores[r.key] = full[:rows, :cols]
-    return scores
+        norms = np.sqrt(blocks.sum(axis=(1, 3))) if scores is None else blocks.mean(axis=(1, 3))
+        pooled[r.key] = np.repeat(np.repeat(norms, bh, axis=0), bw, axis=1)[:rows, :cols]
+    return pooled
 
 
-def _removal_count(alive, rate):
-    return int(round(alive * rate))
+def _removal_count(alive, rate, unit=1):
+    """Weights to remove, a whole number of blocks of `unit` entries."""
+    return int(round(alive * rate / unit)) * unit
 
 
 def _lowest(scores, alive, count):
@@ -213,11 +218,12 @@ def _lowest(scores, alive, count):
     return chosen
 
 
-def select_layerwise(model, scores, rate, rate_overrides=None):
+def select_layerwise(model, scores, rate, rate_overrides=None, block_size=None):
     """Each layer removes `rate` of its surviving weights (lowest scores first).
 
     `rate_overrides` maps a layer name to its own rate (LTH: the output layer at
-    half rate)."""
+    half rate). With `block_size` (scores pooled by `block_scores`), rank-2
+    weights remove whole blocks."""
     _check_rate(rate)
     rate_overrides = dict(rate_overrides or {})
     names = {r.layer_name for r in pruned_weights(model)}
@@ -231,8 +237,9 @@ def select_layerwise(model, scores, rate, rate_overrides=None):
         layer_rate = rate_overrides.get(r.layer_name, rate)
         _check_rate(layer_rate)
         alive = masks[r.key]
+        unit = int(np.prod(block_size)) if block_size is not None and alive.ndim == 2 else 1
         selection[r.key] = _lowest(scores[r.key], alive,
-                                   _removal_count(int(alive.sum()), layer_rate))
+                                   _removal_count(int(alive.sum()), layer_rate, unit))
     return selection
 
 
@@ -272,18 +279,32 @@ SELECTIONS = ("magnitude_layerwise", "magnitude_global", "random", "block")
 
 
 def select(model, method, rate, *, seed=0, scores=None, rate_overrides=None,
-           block_size=(4, 1)):
-    """Dispatches on a selection name (what the methods and flags use)."""
-    if method == "magnitude_layerwise":
-        return magnitude_layerwise(model, rate, rate_overrides)
-    if method == "magnitude_global":
-        return magnitude_global(model, rate)
-    if method == "random":
-        return select_layerwise(model, scores if scores is not None
-                                else random_scores(model, seed), rate, rate_overrides)
+           block_size=None):
+    """Dispatches on a selection name (what the methods and flags use).
+
+    `block_size` (e.g. (4, 1)) makes any layer-wise selection remove whole
+    blocks: magnitude ranks blocks by L2 norm, random draws blocks. "block" is
+    magnitude_layerwise with block_size (4, 1) unless another is given."""
+    if block_size is not None and tuple(block_size) == (1, 1):
+        block_size = None
     if method == "block":
-        return select_layerwise(model, block_scores(model, block_size), rate, rate_overrides)
-    raise ValueError(f"Unknown selection {method!r}; known: {list(SELECTIONS)}.")
+        method, block_size = "magnitude_layerwise", tuple(block_size or (4, 1))
+    if method == "magnitude_global":
+        if block_size is not None:
+            raise ValueError("magnitude_global has no block form; use "
+                             "selection='magnitude_layerwise' (or 'block') with block_size.")
+        return magnitude_global(model, rate)
+    if method == "magnitude_layerwise":
+        base = None
+    elif method == "random":
+        base = scores if scores is not None else random_scores(model, seed)
+    else:
+        raise ValueError(f"Unknown selection {method!r}; known: {list(SELECTIONS)}.")
+    if block_size is not None:
+        base = block_scores(model, block_size, base)
+    elif base is None:
+        base = magnitude_scores(model)
+    return select_layerwise(model, base, rate, rate_overrides, block_size)
 
 
 def rate_between(density_from, density_to):

@@ -16,7 +16,8 @@ from tf_unilth.methods.dense import _best_epoch
 
 
 def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate=None,
-        rewind_step=0, selection="magnitude_layerwise", rounds=None, max_rounds=60):
+        rewind_step=0, selection="magnitude_layerwise", rounds=None, max_rounds=60,
+        block_size=None):
     with session.strategy.scope():
         pruned = wrapper.prune(model)
     session.compile(pruned)
@@ -31,7 +32,7 @@ def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate=
             if rounds is None and masks.sparsity(pruned) >= target_sparsity - 1e-9:
                 break
             masks.remove(pruned, masks.select(pruned, selection, prune_rate,
-                                              rate_overrides=overrides))
+                                              rate_overrides=overrides, block_size=block_size))
             rewind.rewind_to_step()  # theta_k and the optimizer at step k; masks kept
         history = session.fit(pruned, epochs, callbacks=[UpdatePruningStep(), rewind])
         session.record_round(pruned, round_index, best_val_epoch=_best_epoch(history))

@@ -44,7 +44,7 @@ def prepare(model, target_sparsity, rounds=5, strategy=None):
 def callbacks(model, target_sparsity, epochs, rounds=5, round_epochs=2, patience=3,
               min_delta=0.0, rewind_epochs=None, growth_steps=None, lambda_max=1.0,
               gamma=2.0, selection="magnitude_layerwise", finetune_patience=3, seed=0,
-              random_ticket=False, checkpoint_dir=None, on_round_end=None):
+              random_ticket=False, checkpoint_dir=None, on_round_end=None, block_size=None):
     """The callbacks of one UniLTH (or, with random_ticket=True, UniDLTH) fit."""
     rewind_epochs = patience if rewind_epochs is None else rewind_epochs
     rewind = Rewind(checkpoint_dir, keep_epochs=max(rewind_epochs, finetune_patience) + 1)
@@ -56,7 +56,7 @@ def callbacks(model, target_sparsity, epochs, rounds=5, round_epochs=2, patience
         target_sparsity, epochs, trigger, rewind, growth, finetune, rounds=rounds,
         round_epochs=round_epochs, rewind_epochs=rewind_epochs, growth_steps=growth_steps,
         selection=selection, seed=seed, random_ticket=random_ticket,
-        on_round_end=on_round_end)
+        on_round_end=on_round_end, block_size=block_size)
     return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
@@ -65,7 +65,7 @@ class StagedPruning(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, epochs, trigger, rewind, growth, finetune, *,
                  rounds, round_epochs, rewind_epochs, growth_steps, selection, seed,
-                 random_ticket, on_round_end=None):
+                 random_ticket, on_round_end=None, block_size=None):
         super().__init__()
         if round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {round_epochs}.")
@@ -74,6 +74,7 @@ class StagedPruning(keras.callbacks.Callback):
         self.trigger, self.rewind, self.growth, self.finetune = trigger, rewind, growth, finetune
         self.rewind_epochs, self.growth_steps = rewind_epochs, growth_steps
         self.selection, self.seed, self.random_ticket = selection, seed, random_ticket
+        self.block_size = block_size
         self.on_round_end = on_round_end or _print_round
         if epochs < rounds * round_epochs + 1:
             raise ValueError(
@@ -113,7 +114,8 @@ class StagedPruning(keras.callbacks.Callback):
         previous = self.densities[self.round - 2] if self.round > 1 else 1.0
         rate = masks.rate_between(previous, self.densities[self.round - 1])
         chosen = masks.select(self.model, "random" if self.random_ticket else self.selection,
-                              rate, seed=self.seed, scores=self._scores)
+                              rate, seed=self.seed, scores=self._scores,
+                              block_size=self.block_size)
         regularizers.set_selection(self.model, chosen)
         for record in masks.pruned_weights(self.model):  # each layer's share
             schedule = record.wrapper.pruning_schedule
