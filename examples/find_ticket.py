@@ -53,6 +53,8 @@ flags.DEFINE_enum("selection", None, list(tf_unilth.masks.SELECTIONS),
 flags.DEFINE_list("block_size", None, "Remove whole blocks, e.g. 4,1 (Keras kernel layout "
                   "[in, out]: 4 consecutive inputs, the pattern TFLite's sparse kernels run "
                   "fast); magnitude selections rank blocks by L2 norm, random ones draw blocks.")
+flags.DEFINE_float("output_rate_scale", None, "The output layer is pruned at this times the "
+                   "others' rate (default 0.5, LTH's convention; 1.0 prunes all layers alike).")
 flags.DEFINE_integer("patience", None, "Plateau trigger patience P (epochs).")
 flags.DEFINE_float("min_delta", None, "Plateau trigger min_delta.")
 flags.DEFINE_integer("rewind_epochs", None, "UniLTH: rewind r epochs (default P).")
@@ -68,12 +70,14 @@ flags.DEFINE_integer("finetune_patience", None, "UniLTH: patience of the fine-tu
 
 _METHOD_FLAGS = {
     "dense": [],
-    "random": ["block_size"],
-    "lth": ["rounds", "prune_rate", "rewind_step", "selection", "block_size"],
+    "random": ["block_size", "output_rate_scale"],
+    "lth": ["rounds", "prune_rate", "rewind_step", "selection", "block_size",
+            "output_rate_scale"],
     "dlth": ["lambda_delta", "lambda_every", "lambda_max", "hold_epochs", "finetune_epochs",
-             "block_size"],
+             "block_size", "output_rate_scale"],
     "unilth": ["rounds", "selection", "patience", "min_delta", "rewind_epochs", "round_epochs",
-               "growth_steps", "lambda_max", "gamma", "finetune_patience", "block_size"],
+               "growth_steps", "lambda_max", "gamma", "finetune_patience", "block_size",
+               "output_rate_scale"],
 }
 _METHOD_FLAGS["unidlth"] = [f for f in _METHOD_FLAGS["unilth"] if f != "selection"]
 _SEEDED = {"random", "dlth", "unilth", "unidlth"}

@@ -136,3 +136,17 @@ def test_block_selections_remove_whole_blocks_round_after_round(method):
     assert masks.sparsity(model) == pytest.approx(1 - 0.7 ** 3, abs=0.02)
     with pytest.raises(ValueError, match="no block form"):
         masks.select(model, "magnitude_global", 0.3, block_size=(4, 1))
+
+
+def test_layer_rates_reach_the_density_with_the_output_layer_at_half_rate():
+    model = pruned_toy()
+    for density in (0.6, 0.3, 0.1):  # round after round, as UniLTH does
+        rate, overrides = masks.layer_rates(model, density)
+        assert overrides == {"output": pytest.approx(rate / 2)}
+        masks.remove(model, masks.select(model, "random", rate, seed=1,
+                                         rate_overrides=overrides))
+        assert 1 - masks.sparsity(model) == pytest.approx(density, abs=0.003)
+    report = masks.sparsity_report(model)["layers"]
+    assert report["output/0"]["sparsity"] < report["fc1/0"]["sparsity"]
+    with pytest.raises(ValueError, match="grow density"):
+        masks.layer_rates(model, 0.5)

@@ -307,6 +307,31 @@ def select(model, method, rate, *, seed=0, scores=None, rate_overrides=None,
     return select_layerwise(model, base, rate, rate_overrides, block_size)
 
 
+def layer_rates(model, density, output_rate_scale=0.5):
+    """(rate, rate_overrides) that take the surviving weights to `density` overall
+    while the output layer removes `output_rate_scale` times the others' rate.
+
+    The LTH convention (Frankle & Carbin: the output layer at half rate), used
+    by every method here so their tickets are comparable: the output layer of
+    a classifier is small and each of its weights matters more. 1.0 prunes
+    every layer alike."""
+    if not 0.0 <= output_rate_scale <= 1.0:
+        raise ValueError(f"output_rate_scale must be in [0, 1], got {output_rate_scale}.")
+    records = pruned_weights(model)
+    masks = get_masks(model)
+    output = records[-1].layer_name
+    total = sum(m.size for m in masks.values())
+    alive_out = sum(int(masks[r.key].sum()) for r in records if r.layer_name == output)
+    alive_rest = sum(int(masks[r.key].sum()) for r in records if r.layer_name != output)
+    remove = alive_out + alive_rest - density * total
+    if remove < 0:
+        raise ValueError(f"Cannot grow density to {density} (now "
+                         f"{(alive_out + alive_rest) / total:.4f}).")
+    rate = remove / (output_rate_scale * alive_out + alive_rest)
+    _check_rate(rate)
+    return rate, {output: output_rate_scale * rate}
+
+
 def rate_between(density_from, density_to):
     """Fraction of the surviving weights to remove to go from one density to another."""
     if density_to > density_from + 1e-12:

@@ -15,14 +15,14 @@ from tf_unilth.callbacks import Rewind, UpdatePruningStep
 from tf_unilth.methods.dense import _best_epoch
 
 
-def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate=None,
+def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate_scale=0.5,
         rewind_step=0, selection="magnitude_layerwise", rounds=None, max_rounds=60,
         block_size=None):
     with session.strategy.scope():
         pruned = wrapper.prune(model)
     session.compile(pruned)
     output_layer = masks.pruned_weights(pruned)[-1].layer_name
-    overrides = {output_layer: prune_rate / 2 if output_rate is None else output_rate}
+    overrides = {output_layer: prune_rate * output_rate_scale}
     if selection == "magnitude_global":
         overrides = None  # one threshold over all layers has no per-layer rates
     rewind = Rewind(session.checkpoint_dir("rewind"), keep_epochs=1, save_step=rewind_step)

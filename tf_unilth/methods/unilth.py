@@ -44,7 +44,8 @@ def prepare(model, target_sparsity, rounds=5, strategy=None):
 def callbacks(model, target_sparsity, epochs, rounds=5, round_epochs=2, patience=3,
               min_delta=0.0, rewind_epochs=None, growth_steps=None, lambda_max=1.0,
               gamma=2.0, selection="magnitude_layerwise", finetune_patience=3, seed=0,
-              random_ticket=False, checkpoint_dir=None, on_round_end=None, block_size=None):
+              random_ticket=False, checkpoint_dir=None, on_round_end=None, block_size=None,
+              output_rate_scale=0.5):
     """The callbacks of one UniLTH (or, with random_ticket=True, UniDLTH) fit."""
     rewind_epochs = patience if rewind_epochs is None else rewind_epochs
     rewind = Rewind(checkpoint_dir, keep_epochs=max(rewind_epochs, finetune_patience) + 1)
@@ -56,7 +57,7 @@ def callbacks(model, target_sparsity, epochs, rounds=5, round_epochs=2, patience
         target_sparsity, epochs, trigger, rewind, growth, finetune, rounds=rounds,
         round_epochs=round_epochs, rewind_epochs=rewind_epochs, growth_steps=growth_steps,
         selection=selection, seed=seed, random_ticket=random_ticket,
-        on_round_end=on_round_end, block_size=block_size)
+        on_round_end=on_round_end, block_size=block_size, output_rate_scale=output_rate_scale)
     return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
@@ -65,7 +66,7 @@ class StagedPruning(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, epochs, trigger, rewind, growth, finetune, *,
                  rounds, round_epochs, rewind_epochs, growth_steps, selection, seed,
-                 random_ticket, on_round_end=None, block_size=None):
+                 random_ticket, on_round_end=None, block_size=None, output_rate_scale=0.5):
         super().__init__()
         if round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {round_epochs}.")
@@ -74,7 +75,7 @@ class StagedPruning(keras.callbacks.Callback):
         self.trigger, self.rewind, self.growth, self.finetune = trigger, rewind, growth, finetune
         self.rewind_epochs, self.growth_steps = rewind_epochs, growth_steps
         self.selection, self.seed, self.random_ticket = selection, seed, random_ticket
-        self.block_size = block_size
+        self.block_size, self.output_rate_scale = block_size, output_rate_scale
         self.on_round_end = on_round_end or _print_round
         if epochs < rounds * round_epochs + 1:
             raise ValueError(
@@ -111,11 +112,15 @@ class StagedPruning(keras.callbacks.Callback):
 
     def _begin_round(self):
         self.round += 1
-        previous = self.densities[self.round - 2] if self.round > 1 else 1.0
-        rate = masks.rate_between(previous, self.densities[self.round - 1])
-        chosen = masks.select(self.model, "random" if self.random_ticket else self.selection,
-                              rate, seed=self.seed, scores=self._scores,
-                              block_size=self.block_size)
+        selection = "random" if self.random_ticket else self.selection
+        if selection == "magnitude_global":  # one threshold: no per-layer rates
+            previous = self.densities[self.round - 2] if self.round > 1 else 1.0
+            rate, overrides = masks.rate_between(previous, self.densities[self.round - 1]), None
+        else:
+            rate, overrides = masks.layer_rates(self.model, self.densities[self.round - 1],
+                                                self.output_rate_scale)
+        chosen = masks.select(self.model, selection, rate, seed=self.seed, scores=self._scores,
+                              rate_overrides=overrides, block_size=self.block_size)
         regularizers.set_selection(self.model, chosen)
         for record in masks.pruned_weights(self.model):  # each layer's share
             schedule = record.wrapper.pruning_schedule
