@@ -314,10 +314,15 @@ def wrappers(model):
 
 
 def strip(model):
-    """A plain tf_keras model with the masks applied and the wrappers removed."""
+    """A plain tf_keras model with the masks applied and the wrappers removed.
+
+    The stripped model shares the wrapped layers (and so their variables); it
+    is built in `model`'s distribution strategy scope, so it compiles and runs
+    under the same strategy."""
     for layer in wrappers(model):
         layer.pruning_obj.weight_mask_op()
-    return tfmot.sparsity.keras.strip_pruning(model)
+    with model.distribute_strategy.scope():
+        return tfmot.sparsity.keras.strip_pruning(model)
 
 
 CUSTOM_OBJECTS = {
