@@ -111,8 +111,38 @@ def test_dynamic_int8_export_and_delegate_fallback(tmp_path):
         expected = export.RESOLVER_BUILTIN
     assert report.resolver == expected
     assert bool(report.fallback_reason) == (expected == export.RESOLVER_BUILTIN)
-    # For int8 + unstructured sparsity the fallback is known to be needed.
-    assert expected == export.RESOLVER_BUILTIN
+
+
+def test_delegate_failure_falls_back_and_other_errors_do_not(monkeypatch, caplog):
+    from ai_edge_litert import interpreter as litert  # pylint: disable=import-outside-toplevel
+
+    content = export.convert(_model(), sparse=False)
+    real = litert.Interpreter
+
+    class FailingDelegate(real):
+        """The default resolver fails in allocate_tensors(), as XNNPACK does for
+        sparse dynamic int8; the builtin resolver works."""
+        message = "failed to delegate FULLY_CONNECTED node (TfLiteXNNPackDelegate) failed to prepare."
+
+        def __init__(self, *args, experimental_op_resolver_type=litert.OpResolverType.AUTO, **kw):
+            super().__init__(*args, experimental_op_resolver_type=experimental_op_resolver_type,
+                             **kw)
+            self.fail = experimental_op_resolver_type == litert.OpResolverType.AUTO
+
+        def allocate_tensors(self):
+            if self.fail:
+                raise RuntimeError(self.message)
+            return super().allocate_tensors()
+
+    monkeypatch.setattr(litert, "Interpreter", FailingDelegate)
+    with caplog.at_level("WARNING", logger="tf_unilth.export"):
+        out, resolver, reason = export.predict(content, _sample(8))
+    assert resolver == export.RESOLVER_BUILTIN and "TfLiteXNNPackDelegate" in reason
+    assert out.shape == (8, 3)
+    assert "BUILTIN_WITHOUT_DEFAULT_DELEGATES" in caplog.text
+    FailingDelegate.message = "tensor has the wrong shape"  # not a delegate failure
+    with pytest.raises(RuntimeError, match="wrong shape"):
+        export.predict(content, _sample(8))
 
 
 def test_strips_our_wrappers_and_applies_the_masks(tmp_path):
@@ -166,6 +196,23 @@ def test_a_mismatch_raises(tmp_path, monkeypatch):
         export.to_tflite(_model(), str(tmp_path / "m.tflite"), sample=_sample(),
                          compare_dense=False)
     assert (tmp_path / "m.tflite").exists()  # kept, as the message says
+
+
+def test_wrong_delegate_outputs_switch_to_the_builtin_kernels(tmp_path, monkeypatch):
+    real = export.predict
+
+    def nan_with_xnnpack(*args, resolver=None, **kw):
+        out, used, reason = real(*args, resolver=resolver, **kw)
+        if used == export.RESOLVER_DEFAULT:
+            out = out.copy()
+            out[:, 0] = np.nan  # what XNNPACK returned for int8 1x16 block-sparse kernels
+        return out, used, reason
+
+    monkeypatch.setattr(export, "predict", nan_with_xnnpack)
+    report = export.to_tflite(_model(), str(tmp_path / "n.tflite"), sample=_sample(),
+                              compare_dense=False)
+    assert report.resolver == export.RESOLVER_BUILTIN and report.passed
+    assert "non-finite" in report.fallback_reason and report.relative_error <= 1e-5
 
 
 def test_bad_inputs_have_clear_errors(tmp_path):
