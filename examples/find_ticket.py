@@ -10,6 +10,14 @@ accuracy against sparsity per round) and TensorBoard logs under logs/.
 The search snapshots itself in --output_dir/state after every epoch: a run
 killed at any point (kill -9 included) continues from its last snapshot when
 the same command is started again; a finished run says so and exits.
+
+Distributed training (--distribution): `mirrored` trains on this machine's
+GPUs, or on --cpu_devices logical CPU devices; `multi_worker` is one process
+per worker configured by TF_CONFIG (examples/launch_local_workers.py starts
+them on this machine). --batch_size is the global batch, split evenly over the
+replicas. Under multi-worker only the chief writes results.json, the ticket and
+the plot; --output_dir must be a directory every worker sees. Every worker
+prints the digest of its masks at the end (equal digests: same ticket).
 """
 
 import json
@@ -19,7 +27,7 @@ import sys
 from absl import app, flags, logging
 
 import tf_unilth
-from tf_unilth import results
+from tf_unilth import distribute, results
 
 FLAGS = flags.FLAGS
 
@@ -33,8 +41,14 @@ flags.DEFINE_string("output_dir", None, "Directory for results.json, the ticket 
 flags.DEFINE_integer("seed", 0, "Seed for initialization, data order, splits and random tickets.")
 flags.DEFINE_float("target_sparsity", 0.9, "Fraction of prunable weights removed, in [0, 1).")
 flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+flags.DEFINE_enum("distribution", "default", list(distribute.STRATEGIES),
+                  "default: one device; mirrored: this machine's GPUs (else --cpu_devices "
+                  "logical CPUs); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.")
+flags.DEFINE_integer("cpu_devices", 2, "--distribution=mirrored without GPUs: logical CPU "
+                     "devices (replicas) to split the CPU into.")
 # Training protocol
-flags.DEFINE_integer("batch_size", 60, "Batch size (LTH paper: 60).")
+flags.DEFINE_integer("batch_size", 60, "Global batch size (LTH paper: 60); split evenly over "
+                     "the replicas of --distribution.")
 flags.DEFINE_float("learning_rate", 6e-4, "Learning rate. Default chosen on MNIST validation accuracy "
                    "of dense LeNet-300-100 (6e-4: 98.22%, 1.2e-3 (LTH paper): 98.04%).")
 flags.DEFINE_enum("optimizer", "adam", list(tf_unilth.training.OPTIMIZERS), "Optimizer.")
@@ -55,6 +69,9 @@ flags.DEFINE_list("block_size", None, "Remove whole blocks, e.g. 4,1 (Keras kern
                   "fast); magnitude selections rank blocks by L2 norm, random ones draw blocks.")
 flags.DEFINE_float("output_rate_scale", None, "The output layer is pruned at this times the "
                    "others' rate (default 0.5, LTH's convention; 1.0 prunes all layers alike).")
+flags.DEFINE_enum("allocation", None, ["uniform", "erk"], "Random tickets: per-layer "
+                  "densities uniform (output layer per --output_rate_scale) or "
+                  "Erdos-Renyi-Kernel.")
 flags.DEFINE_integer("patience", None, "Plateau trigger patience P (epochs).")
 flags.DEFINE_float("min_delta", None, "Plateau trigger min_delta.")
 flags.DEFINE_integer("rewind_epochs", None, "UniLTH: rewind r epochs (default P).")
@@ -70,16 +87,17 @@ flags.DEFINE_integer("finetune_patience", None, "UniLTH: patience of the fine-tu
 
 _METHOD_FLAGS = {
     "dense": [],
-    "random": ["block_size", "output_rate_scale"],
+    "random": ["block_size", "output_rate_scale", "allocation"],
     "lth": ["rounds", "prune_rate", "rewind_step", "selection", "block_size",
             "output_rate_scale"],
     "dlth": ["lambda_delta", "lambda_every", "lambda_max", "hold_epochs", "finetune_epochs",
-             "block_size", "output_rate_scale"],
+             "block_size", "output_rate_scale", "allocation"],
     "unilth": ["rounds", "selection", "patience", "min_delta", "rewind_epochs", "round_epochs",
                "growth_steps", "lambda_max", "gamma", "finetune_patience", "block_size",
                "output_rate_scale"],
 }
-_METHOD_FLAGS["unidlth"] = [f for f in _METHOD_FLAGS["unilth"] if f != "selection"]
+_METHOD_FLAGS["unidlth"] = [f for f in _METHOD_FLAGS["unilth"] if f != "selection"] + [
+    "allocation"]
 _SEEDED = {"random", "dlth", "unilth", "unidlth"}
 
 
@@ -110,34 +128,67 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # keep the output to progress and round lines
     flag_values = {name: FLAGS[name].value for name in sorted(_all_flag_names())}
-    run_dir = results.RunDir(FLAGS.output_dir)
+    multi_worker = FLAGS.distribution == "multi_worker"
+    if multi_worker:
+        try:
+            distribute.tf_config()
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
+    # Only the chief records the flags; under multi-worker every worker reads them.
+    run_dir = results.RunDir(FLAGS.output_dir,
+                             write_flags=not multi_worker or distribute.tf_config_is_chief())
     if run_dir.check_flags(flag_values) == "finished":
         print(f"{FLAGS.output_dir} already holds the finished run with these flags "
               f"(results.json); nothing to do.")
         return 0
     args = method_args()
+    # First TensorFlow work: logical devices and collective ops are set up here.
+    strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
+    try:
+        per_replica = distribute.check_batch_size(FLAGS.batch_size, strategy)
+    except ValueError as e:
+        raise app.UsageError(f"--batch_size: {e}") from None
     splits = tf_unilth.data.load(
         FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize,
         train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit)
-    model = tf_unilth.models.build(FLAGS.model, splits.info.input_shape,
-                                   splits.info.num_classes, seed=FLAGS.seed)
+    with strategy.scope():  # weights, wrappers, masks, optimizer: all in the scope
+        model = tf_unilth.models.build(FLAGS.model, splits.info.input_shape,
+                                       splits.info.num_classes, seed=FLAGS.seed)
     print(f"{FLAGS.method} on {FLAGS.dataset}/{FLAGS.model}: "
           f"{tf_unilth.models.count_params(model):,} parameters, target sparsity "
           f"{FLAGS.target_sparsity}, {splits.info.num_train} train / "
           f"{splits.info.num_validation} validation / {splits.info.num_test} test examples.")
+    where = (f"worker {distribute.task_id(strategy)}"
+             f"{' (chief)' if distribute.is_chief(strategy) else ''}, " if multi_worker else "")
+    print(f"Distribution: {FLAGS.distribution}, {where}{strategy.num_replicas_in_sync} "
+          f"replica(s) in sync, global batch {FLAGS.batch_size} = {per_replica} per replica.")
     result = tf_unilth.find_ticket(
         model, FLAGS.method, splits.train, splits.validation,
         target_sparsity=FLAGS.target_sparsity, test_data=splits.test, epochs=FLAGS.epochs,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
         verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"),
-        state_dir=run_dir.path("state"), **args)
-    summary = run_dir.write_results(
+        state_dir=run_dir.path("state"), strategy=strategy, **args)
+    digests = tf_unilth.training.replica_masks_digests(result.pruned_model) \
+        if result.pruned_model is not None else []
+    if digests:
+        print(f"masks digest ({where}replicas {', '.join(map(str, range(len(digests))))}): "
+              f"{' '.join(digests)}")
+    distribution = {"strategy": FLAGS.distribution, "replicas": strategy.num_replicas_in_sync,
+                    "per_replica_batch": per_replica, "masks_digest": digests[0] if digests
+                    else None}
+    # Every worker saves (saving may need all of them); a non-chief into its
+    # temporary directory, removed right after (TensorFlow's convention).
+    writer = results.RunDir(distribute.worker_dirpath(FLAGS.output_dir, strategy))
+    summary = writer.write_results(
         method=FLAGS.method, dataset=FLAGS.dataset, model_name=FLAGS.model, seed=FLAGS.seed,
-        target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values)
+        target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values,
+        distribution=distribution)
+    distribute.remove_worker_dirpath(FLAGS.output_dir, strategy)
     print(json.dumps(summary["final"], indent=1))
-    print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
-          f"{run_dir.path('curve.png')}.")
+    if distribute.is_chief(strategy):
+        print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
+              f"{run_dir.path('curve.png')}.")
     return 0
 
 

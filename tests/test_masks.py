@@ -150,3 +150,15 @@ def test_layer_rates_reach_the_density_with_the_output_layer_at_half_rate():
     assert report["output/0"]["sparsity"] < report["fc1/0"]["sparsity"]
     with pytest.raises(ValueError, match="grow density"):
         masks.layer_rates(model, 0.5)
+
+
+def test_erk_allocation_keeps_small_layers_denser_and_hits_the_density():
+    model = pruned_toy()
+    dens = masks.erk_densities(model, 0.2)
+    sizes = {r.key: r.weight.numpy().size for r in masks.pruned_weights(model)}
+    total = sum(sizes.values())
+    assert sum(dens[k] * sizes[k] for k in dens) / total == pytest.approx(0.2)
+    assert dens["fc2/0"] < dens["fc1/0"] < dens["output/0"] <= 1.0
+    rate, overrides = masks.allocation_rates(model, dens)
+    masks.remove(model, masks.select(model, "random", rate, seed=0, rate_overrides=overrides))
+    assert 1 - masks.sparsity(model) == pytest.approx(0.2, abs=0.005)

@@ -332,6 +332,36 @@ def layer_rates(model, density, output_rate_scale=0.5):
     return rate, {output: output_rate_scale * rate}
 
 
+def erk_densities(model, density):
+    """Per-layer densities of the Erdos-Renyi-Kernel allocation at `density` overall.
+
+    Density of a layer proportional to sum(shape) / prod(shape) (Evci et al.
+    2020, RigL), capped at 1 with the rest shared by the other layers: small
+    layers (the output layer) stay denser, the big first layer sparser. Random
+    sparse networks train much better with it than with uniform layer rates
+    (Liu et al. 2022), which is why random-ticket methods offer it."""
+    records = pruned_weights(model)
+    sizes = {r.key: int(np.prod(r.weight.shape)) for r in records}
+    raw = {r.key: float(np.sum(r.weight.shape)) / sizes[r.key] for r in records}
+    budget, dense = density * sum(sizes.values()), set()
+    while True:
+        free = [k for k in sizes if k not in dense]
+        scale = (budget - sum(sizes[k] for k in dense)) / sum(raw[k] * sizes[k] for k in free)
+        over = [k for k in free if raw[k] * scale > 1.0]
+        if not over:
+            return {k: 1.0 if k in dense else raw[k] * scale for k in sizes}
+        dense.update(over)
+
+
+def allocation_rates(model, layer_densities):
+    """(rate, rate_overrides) taking each layer to its density in `layer_densities`."""
+    masks, overrides = get_masks(model), {}
+    for r in pruned_weights(model):
+        alive = masks[r.key].sum() / masks[r.key].size
+        overrides[r.layer_name] = max(0.0, rate_between(alive, min(alive, layer_densities[r.key])))
+    return 0.0, overrides
+
+
 def rate_between(density_from, density_to):
     """Fraction of the surviving weights to remove to go from one density to another."""
     if density_to > density_from + 1e-12:

@@ -16,11 +16,15 @@ from tf_unilth.callbacks import RegularizerGrowth, UpdatePruningStep, current_st
 
 def run(session, model, target_sparsity, epochs=None, lambda_delta=1e-4, lambda_every=5,
         lambda_max=1.0, hold_epochs=5, finetune_epochs=20, seed=0, output_rate_scale=0.5,
-        block_size=None):
+        block_size=None, allocation="uniform"):
     with session.strategy.scope():
         pruned = wrapper.prune(model, lambda layer: schedules.OneShotSchedule(0.0))
     regularizers.attach(pruned)
-    rate, overrides = masks.layer_rates(pruned, 1.0 - target_sparsity, output_rate_scale)
+    if allocation == "erk":
+        rate, overrides = masks.allocation_rates(
+            pruned, masks.erk_densities(pruned, 1.0 - target_sparsity))
+    else:
+        rate, overrides = masks.layer_rates(pruned, 1.0 - target_sparsity, output_rate_scale)
     ticket = masks.select(pruned, "random", rate, seed=seed, rate_overrides=overrides,
                           block_size=block_size)
     regularizers.set_selection(pruned, ticket)

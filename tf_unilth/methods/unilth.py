@@ -45,7 +45,7 @@ def callbacks(model, target_sparsity, epochs, rounds=5, round_epochs=2, patience
               min_delta=0.0, rewind_epochs=None, growth_steps=None, lambda_max=1.0,
               gamma=2.0, selection="magnitude_layerwise", finetune_patience=3, seed=0,
               random_ticket=False, checkpoint_dir=None, on_round_end=None, block_size=None,
-              output_rate_scale=0.5):
+              output_rate_scale=0.5, allocation="uniform"):
     """The callbacks of one UniLTH (or, with random_ticket=True, UniDLTH) fit."""
     rewind_epochs = patience if rewind_epochs is None else rewind_epochs
     rewind = Rewind(checkpoint_dir, keep_epochs=max(rewind_epochs, finetune_patience) + 1)
@@ -57,7 +57,8 @@ def callbacks(model, target_sparsity, epochs, rounds=5, round_epochs=2, patience
         target_sparsity, epochs, trigger, rewind, growth, finetune, rounds=rounds,
         round_epochs=round_epochs, rewind_epochs=rewind_epochs, growth_steps=growth_steps,
         selection=selection, seed=seed, random_ticket=random_ticket,
-        on_round_end=on_round_end, block_size=block_size, output_rate_scale=output_rate_scale)
+        on_round_end=on_round_end, block_size=block_size, output_rate_scale=output_rate_scale,
+        allocation=allocation)
     return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
@@ -66,7 +67,8 @@ class StagedPruning(keras.callbacks.Callback):
 
     def __init__(self, target_sparsity, epochs, trigger, rewind, growth, finetune, *,
                  rounds, round_epochs, rewind_epochs, growth_steps, selection, seed,
-                 random_ticket, on_round_end=None, block_size=None, output_rate_scale=0.5):
+                 random_ticket, on_round_end=None, block_size=None, output_rate_scale=0.5,
+                 allocation="uniform"):
         super().__init__()
         if round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {round_epochs}.")
@@ -76,6 +78,9 @@ class StagedPruning(keras.callbacks.Callback):
         self.rewind_epochs, self.growth_steps = rewind_epochs, growth_steps
         self.selection, self.seed, self.random_ticket = selection, seed, random_ticket
         self.block_size, self.output_rate_scale = block_size, output_rate_scale
+        if allocation not in ("uniform", "erk"):
+            raise ValueError(f"allocation must be 'uniform' or 'erk', got {allocation!r}.")
+        self.allocation = allocation
         self.on_round_end = on_round_end or _print_round
         if epochs < rounds * round_epochs + 1:
             raise ValueError(
@@ -113,7 +118,11 @@ class StagedPruning(keras.callbacks.Callback):
     def _begin_round(self):
         self.round += 1
         selection = "random" if self.random_ticket else self.selection
-        if selection == "magnitude_global":  # one threshold: no per-layer rates
+        if self.allocation == "erk":  # each layer geometrically to its ERK density
+            final = masks.erk_densities(self.model, self.densities[-1])
+            rate, overrides = masks.allocation_rates(
+                self.model, {k: d ** (self.round / self.rounds) for k, d in final.items()})
+        elif selection == "magnitude_global":  # one threshold: no per-layer rates
             previous = self.densities[self.round - 2] if self.round > 1 else 1.0
             rate, overrides = masks.rate_between(previous, self.densities[self.round - 1]), None
         else:
