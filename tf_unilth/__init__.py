@@ -9,6 +9,7 @@ from tf_unilth._compat import KERAS2_RULE, check_model, keras, tf, tfmot  # noqa
 from tf_unilth import (callbacks, data, masks, methods, models, regularizers,  # noqa: F401
                        results, schedules, training, wrapper)
 from tf_unilth import analysis  # noqa: F401  (stability: instability, distances)
+from tf_unilth import distribute  # noqa: F401  (strategies, chief/worker files)
 from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,  # noqa: F401
                                  UpdatePruningStep)
 from tf_unilth.export import to_tflite  # noqa: F401  (TFLite export, sparse encoding)

@@ -13,10 +13,15 @@ RESULTS_FILE = "results.json"
 
 
 class RunDir:
-    """One directory per run (OpenLTH-style): flags.json first, results at the end."""
+    """One directory per run (OpenLTH-style): flags.json first, results at the end.
 
-    def __init__(self, path):
+    `write_flags=False` only compares with a flags.json already there (a
+    non-chief worker: the chief records the flags).
+    """
+
+    def __init__(self, path, write_flags=True):
         self.root = path
+        self.write_flags = write_flags
 
     def path(self, name):
         return os.path.join(self.root, name)
@@ -39,18 +44,23 @@ class RunDir:
             if os.path.exists(self.path(RESULTS_FILE)):
                 return "finished"
             return "new"
-        with open(flags_path, "w") as f:
-            json.dump(flag_values, f, indent=1, sort_keys=True)
+        if self.write_flags:
+            with open(flags_path + ".tmp", "w") as f:
+                json.dump(flag_values, f, indent=1, sort_keys=True)
+            os.replace(flags_path + ".tmp", flags_path)  # other workers read it
         return "new"
 
     def write_results(self, *, method, dataset, model_name, seed, target_sparsity, result,
-                      flag_values):
+                      flag_values, distribution=None):
         summary = {
             "method": method, "dataset": dataset, "model": model_name, "seed": seed,
             "target_sparsity": target_sparsity, "final": result.final,
             "rounds": result.rounds, "total": result.total,
             "method_info": result.method_info, "flags": flag_values,
         }
+        if distribution is not None:
+            summary["distribution"] = distribution
+        os.makedirs(self.root, exist_ok=True)
         result.model.save(self.path("ticket.keras"))
         plot_curve(result.rounds, self.path("curve.png"),
                    title=f"{method} on {dataset}/{model_name} (seed {seed})",

@@ -19,6 +19,13 @@ snapshot valid. An epoch whose loss is not finite is never saved.
 
 Keras' `BackupAndRestore` covers one fit; a search is several fits with
 Python work and callback state between them, which is why this exists.
+
+Multi-worker (TensorFlow's convention, see `tf_unilth.distribute`): every
+worker saves (checkpoint writes may need collective ops), but only the chief's
+`directory` is the real state. A non-chief worker keeps its own copy in
+`<directory>/workertemp_<id>`, which starts as a copy of the chief's state (so
+on a restart every worker continues from the chief's snapshot) and is removed
+when the search ends. The directory must be one every worker can read.
 """
 
 import json
@@ -34,15 +41,28 @@ from tf_unilth._compat import keras, tf
 from tf_unilth import masks as masks_lib
 
 PROGRESS_FILE = "progress.json"
+WORKER_TEMP_PREFIX = "workertemp_"  # TensorFlow's name for a non-chief worker's files
 
 
 class RunState:
-    """The resumable state of one ticket search, kept in `directory`."""
+    """The resumable state of one ticket search, kept in `directory`.
 
-    def __init__(self, directory=None):
+    `worker`: None on the chief (or without multi-worker); a non-chief
+    worker's task id, whose state lives in `<directory>/workertemp_<id>`,
+    started from a copy of the chief's (the caller must keep the chief from
+    writing until every worker is constructed: `distribute.check_same`).
+    """
+
+    def __init__(self, directory=None, worker=None):
         self.temporary = directory is None
-        self.directory = directory or tempfile.mkdtemp(prefix="tf_unilth_state_")
-        os.makedirs(self.directory, exist_ok=True)
+        self.root = directory or tempfile.mkdtemp(prefix="tf_unilth_state_")
+        self.worker = None if self.temporary else worker
+        if self.worker is None:
+            self.directory = self.root
+            os.makedirs(self.directory, exist_ok=True)
+        else:
+            self.directory = os.path.join(self.root, f"{WORKER_TEMP_PREFIX}{self.worker}")
+            _copy_chief_state(self.root, self.directory)
         path = os.path.join(self.directory, PROGRESS_FILE)
         self.progress = {"fits": {}, "rounds": []}
         if os.path.exists(path):
@@ -136,8 +156,25 @@ class RunState:
                 os.remove(os.path.join(folder, name))
 
     def cleanup(self):
-        if self.temporary:
+        """Removes a temporary state, or a non-chief worker's copy; keeps the chief's."""
+        if self.temporary or self.worker is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _copy_chief_state(chief, mine):
+    """`mine` <- the chief's state files (without other workers' copies)."""
+    shutil.rmtree(mine, ignore_errors=True)
+    os.makedirs(mine)
+    if not os.path.isdir(chief):
+        return
+    for name in os.listdir(chief):
+        source = os.path.join(chief, name)
+        if name.startswith(WORKER_TEMP_PREFIX) or name.endswith(".tmp"):
+            continue
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(mine, name))
+        else:
+            shutil.copy2(source, os.path.join(mine, name))
 
 
 def _checkpoint(model):

@@ -5,8 +5,9 @@ import inspect
 
 import numpy as np
 
-from tf_unilth._compat import check_model, keras
-from tf_unilth import methods, schedules, training, wrapper
+from tf_unilth._compat import check_model, keras, tf
+from tf_unilth import data as data_lib
+from tf_unilth import distribute, methods, schedules, training, wrapper
 
 
 @dataclasses.dataclass
@@ -35,12 +36,27 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     are added to every `fit` the method makes. With `state_dir`, the search
     snapshots itself there after every epoch; called again with the same
     arguments and `state_dir` it resumes instead of starting over.
+
+    `strategy`: a tf.distribute strategy to train under (default: the current
+    one; see `tf_unilth.distribute`). Batches are global (each of the R
+    replicas gets batch / R examples; R must divide the batch). Build the
+    model in `strategy.scope()`; a model built outside it is copied into it
+    (same weights) and the copy is trained. Under multi-worker every worker
+    makes the same call; `state_dir` must then be a directory all workers
+    share, and only the chief's files in it are the real ones.
     """
     check_model(model)
     run = methods.get(method)
     if method != "dense":
         schedules._check_sparsity(target_sparsity)  # pylint: disable=protected-access
     _check_method_args(method, run, method_args)
+    strategy = strategy or tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync > 1:
+        distribute.check_batch_size(_global_batch(train_data, batch_size), strategy)
+    if not distribute.created_in_scope(model, strategy):
+        printer("The model was built outside the strategy's scope; training a copy built "
+                "in it (same weights). Build it in strategy.scope() to train it in place.")
+        model = distribute.into_scope(model, strategy)
     data = training.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
     session = training.Session(data, optimizer=optimizer, learning_rate=learning_rate,
                                strategy=strategy, verbose=verbose, log_dir=log_dir,
@@ -67,6 +83,21 @@ def finish(session, trained):
     return TicketResult(ticket, session.rounds, sparsity, final, total,
                         getattr(session, "method_info", None),
                         trained if ticket is not trained else None)
+
+
+def _global_batch(train_data, batch_size):
+    """The batch size of the training data (arrays: `batch_size`)."""
+    if isinstance(train_data, tuple):
+        return batch_size
+    dataset = train_data.train if isinstance(train_data, data_lib.Splits) else train_data
+    if not isinstance(dataset, tf.data.Dataset):
+        return batch_size  # Data.make names the problem
+    static = tf.nest.flatten(dataset.element_spec)[0].shape
+    if static.rank and static[0] is not None:
+        return int(static[0])
+    for batch in dataset.take(1):
+        return int(tf.nest.flatten(batch)[0].shape[0])
+    return batch_size
 
 
 def _check_method_args(method, run, method_args):

@@ -5,6 +5,13 @@ step / epoch / wall-time accounting, the per-round records that end up in
 results.json, and the resumable state of the search (`resume.RunState`: a run
 killed at any point continues where it was). Methods only decide *what* to
 train and prune; they never write their own loop.
+
+Under a distribution strategy the session compiles in its scope, and with
+multi-worker it keeps the workers in step: each worker's resumable state and
+method checkpoints follow TensorFlow's chief / `workertemp_<id>` convention
+(see `resume` and `distribute`), every worker checks at start that it resumes
+from the same state as the chief, and after every fit that it holds the same
+masks and round records.
 """
 
 import dataclasses
@@ -14,6 +21,7 @@ import numpy as np
 
 from tf_unilth._compat import check_model, keras, tf
 from tf_unilth import data as data_lib
+from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
 from tf_unilth import resume
 from tf_unilth import wrapper as wrapper_lib
@@ -90,14 +98,26 @@ class Session:
         make_optimizer(optimizer, learning_rate)  # fail early on a bad name
         # With state_dir a restarted search resumes; without, snapshots still
         # go to a temporary directory so a diverged fit can be put back.
-        self.state = resume.RunState(state_dir)
+        self.chief = distribute.is_chief(self.strategy)
+        self.state = resume.RunState(
+            state_dir, worker=None if self.chief else distribute.task_id(self.strategy))
+        # Also a barrier: the chief writes nothing before every worker has
+        # copied its state (resume.RunState).
+        distribute.check_same(self.strategy, self.state.progress,
+                              f"the resumable state in {state_dir}")
         self._fits = 0
         if self.state.resumed:
             self.print(f"Resuming the search kept in {self.state.directory}: finished fits "
                        "are restored, not retrained.")
 
     def checkpoint_dir(self, name):
-        """A directory for a method's own checkpoints that survives a restart."""
+        """A directory for a method's own checkpoints that survives a restart.
+
+        None without a state_dir. Under multi-worker each worker has its own
+        (a non-chief's is temporary, under `<state_dir>/workertemp_<id>`, and
+        starts as a copy of the chief's), so a worker reads back only what it
+        wrote itself in this attempt, or the chief's files after a restart.
+        """
         return self.state.subdirectory(name)
 
     def get_state(self):
@@ -166,7 +186,18 @@ class Session:
         self.state.save(index, model, callbacks, self, saver.history,
                         saver.last_epoch if saver.last_epoch is not None else initial_epoch - 1,
                         done=True)
+        self.check_workers_agree(model, f"fit {index + 1}")
         return resume.History(saver.history)
+
+    def check_workers_agree(self, model, when):
+        """Multi-worker: raises unless every worker holds the same masks, sparsity
+        and round records (the plateau trigger and rewinds decided alike)."""
+        if not distribute.is_multi_worker(self.strategy):
+            return
+        digest = masks_digest(model)
+        rounds = [(r["round"], r["sparsity"], r["epochs"]) for r in self.rounds]
+        distribute.check_same(self.strategy, [digest, rounds, self.epochs, self.steps],
+                              f"the masks and rounds after {when}")
 
     def _diverged(self, index, model, callbacks, loss):
         good = self.state.partial_fit(index) or self.state.last_good()
@@ -220,6 +251,31 @@ def format_round(r):
     return (f"round {r['round']:2d} | sparsity {100 * r['sparsity']:6.2f}% | "
             f"val acc {fmt(r['val_accuracy'])}% | test acc {fmt(r['test_accuracy'])}% | "
             f"{r['epochs']:3d} epochs {r['train_steps']:7d} steps | {r['wall_seconds']:7.1f} s")
+
+
+def masks_digest(model, replica=0):
+    """A hex digest of the model's masks (of one local replica's copy), or None.
+
+    Equal digests on every replica and worker mean they pruned the same weights.
+    """
+    if not wrapper_lib.wrappers(model):
+        return None
+    parts = []
+    for record in masks_lib.pruned_weights(model):
+        mask = record.mask
+        values = getattr(mask, "values", None)
+        mask = values[replica] if values is not None else mask
+        parts.append(record.key.encode() + (mask.numpy() > 0.5).tobytes())
+    return f"{distribute.fingerprint(b'|'.join(parts)):014x}"
+
+
+def replica_masks_digests(model):
+    """`masks_digest` of each local replica's copy of the masks."""
+    if not wrapper_lib.wrappers(model):
+        return []
+    mask = masks_lib.pruned_weights(model)[0].mask
+    count = len(getattr(mask, "values", [mask]))
+    return [masks_digest(model, i) for i in range(count)]
 
 
 def current_sparsity(model):
