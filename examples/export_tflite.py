@@ -28,6 +28,9 @@ flags.DEFINE_enum("quantize", "none", ["none", "dynamic_int8"],
                   "none: float32; dynamic_int8: int8 weights, float activations.")
 flags.DEFINE_boolean("sparse", True, "Encode zeros (EXPERIMENTAL_SPARSITY); --nosparse for a "
                      "plain dense export.")
+flags.DEFINE_enum("prefer", "speed", list(export.PREFER),
+                  "speed: the converter's encoding; size: re-encode block-sparse weights as "
+                  "CSR where that is smaller (dense speed).")
 flags.DEFINE_string("dataset", "mnist", "TFDS dataset whose test images check the export "
                     "('none': random inputs in [0, 1)).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR). Never downloads.")
@@ -59,7 +62,7 @@ def main(argv):
                          f"the ticket expects {expected}: pick the dataset it was trained on.")
     quantize = None if FLAGS.quantize == "none" else FLAGS.quantize
     report = export.to_tflite(model, FLAGS.output, sparse=FLAGS.sparse, quantize=quantize,
-                              sample=sample, latency_runs=FLAGS.latency_runs,
+                              prefer=FLAGS.prefer, sample=sample, latency_runs=FLAGS.latency_runs,
                               num_threads=FLAGS.num_threads)
     print(report.summary())
     if FLAGS.report:

@@ -90,6 +90,26 @@ def test_4x1_blocks_get_the_block_sparse_kernel(tmp_path):
     assert report.latency_us["exported"] > 0
 
 
+def test_prefer_size_reencodes_mostly_empty_blocks_as_csr(tmp_path):
+    model = _zero_unstructured(_model(), 0.97)
+    x = _sample()
+    speed = export.to_tflite(model, str(tmp_path / "speed.tflite"), sample=x, compare_dense=False)
+    # So sparse that nearly every 1x4 block is empty: the converter stores 1x4
+    # blocks, zeros inside kept blocks included.
+    assert {w["format"] for w in speed.encoded["weights"]} == {"block 1x4"}
+    size = export.to_tflite(model, str(tmp_path / "size.tflite"), prefer="size", sample=x,
+                            compare_dense=False)
+    assert size.reencoded == 3 and size.size_bytes < 0.7 * speed.size_bytes
+    weights = size.encoded["weights"]
+    assert {(w["format"], w["use"]) for w in weights} == {("unstructured (CSR)", "densified at load")}
+    nonzeros = sum(int(np.count_nonzero(l.kernel.numpy())) for l in model.layers[1:])
+    assert sum(w["stored_values"] for w in weights) == nonzeros
+    assert size.encoded["ops"].count("DENSIFY") == 3
+    got, _, _ = export.predict(size.path, x)
+    expected = model(x).numpy()
+    assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))
+
+
 def test_dynamic_int8_export_and_delegate_fallback(tmp_path):
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
 
@@ -219,6 +239,8 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     model = _model()
     with pytest.raises(ValueError, match="quantize='int4'.*dynamic_int8"):
         export.to_tflite(model, str(tmp_path / "a.tflite"), quantize="int4")
+    with pytest.raises(ValueError, match="prefer='small'.*'size'"):
+        export.to_tflite(model, str(tmp_path / "a.tflite"), prefer="small")
     with pytest.raises(FileNotFoundError, match="No model file.*find_ticket"):
         export.to_tflite(str(tmp_path / "missing.keras"), str(tmp_path / "a.tflite"))
     with pytest.raises(FileNotFoundError, match="does not exist"):

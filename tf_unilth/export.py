@@ -30,9 +30,12 @@ max|keras logits| over the check batch):
 
 * float: <= 1e-5 (only float summation order differs);
 * dynamic int8: <= 0.05 and argmax agreement >= 0.98 (weights are rounded to
-  int8 per output channel and activations quantized on the fly; measured on
-  MNIST LeNet-300-100 tickets: relative error about 0.5-1%, agreement >= 99.6%,
-  see benchmarks/TFLITE.md).
+  int8 and activations quantized on the fly). Measured on the first 1,000
+  MNIST test images for LeNet-300-100 and its UniLTH tickets (dense, CSR and
+  1x4 encodings): relative error 0.26-0.38%, argmax agreement 100%, so the
+  bound leaves ~10x headroom. The exception it exists for: int8 1x16
+  block-sparse kernels (a 96.5% block ticket) gave 23.6% (builtin kernels) and
+  NaN (XNNPACK), and the check fails (benchmarks/tflite_export.py).
 """
 
 import dataclasses
@@ -81,6 +84,8 @@ class ExportReport:
     argmax_agreement: float
     tolerance: float
     min_argmax_agreement: float
+    prefer: str = "speed"         # "size": block weights re-encoded CSR where smaller
+    reencoded: int = 0            # how many weights `smallest_encoding` re-encoded
     dense_size_bytes: int = None  # the same model converted without sparsity
     latency_us: dict = None       # median per example ("exported", "dense"), "speedup"
 
@@ -102,8 +107,10 @@ class ExportReport:
         return out
 
     def summary(self):
-        lines = [f"wrote {self.path} ({self.quantize or 'float'}, sparse={self.sparse}): "
-                 f"{self.size_bytes:,} bytes"]
+        lines = [f"wrote {self.path} ({self.quantize or 'float'}, sparse={self.sparse}, "
+                 f"prefer={self.prefer}): {self.size_bytes:,} bytes"
+                 + (f"; {self.reencoded} block-sparse weight(s) re-encoded as CSR"
+                    if self.reencoded else "")]
         if self.dense_size_bytes:
             lines.append(f"  dense conversion {self.dense_size_bytes:,} bytes; "
                          f"ratio {self.size_ratio:.3f}")
@@ -277,6 +284,115 @@ def inspect_tflite(content):
 
 
 # ---------------------------------------------------------------------------
+# Rewriting: smallest encoding
+
+PREFER = ("speed", "size")
+
+
+def _index_vector(schema, values, limit):
+    """The smallest SparseIndexVector holding `values` (< limit)."""
+    for bound, kind, cls, dtype in ((256, "Uint8Vector", "Uint8VectorT", np.uint8),
+                                    (65536, "Uint16Vector", "Uint16VectorT", np.uint16),
+                                    (None, "Int32Vector", "Int32VectorT", np.int32)):
+        if bound is None or limit <= bound:
+            vector = getattr(schema, cls)()
+            vector.values = np.asarray(values).astype(dtype)
+            return getattr(schema.SparseIndexVector, kind), vector
+    raise AssertionError("unreachable")
+
+
+def _decode_row_blocks(schema, tensor, data):
+    """Dense float32 [rows, cols] of a 1xk block-sparse FC weight, or None."""
+    sp, shape = tensor.sparsity, [int(d) for d in tensor.shape]
+    dims = sp.dimMetadata if sp.dimMetadata is not None else []
+    if (tensor.type != schema.TensorType.FLOAT32 or len(shape) != 2 or len(dims) != 3
+            or list(sp.traversalOrder) != [0, 1, 2] or list(sp.blockMap) != [1]
+            or dims[0].format != schema.DimensionType.DENSE
+            or dims[1].format != schema.DimensionType.SPARSE_CSR):
+        return None
+    block = int(dims[2].denseSize)
+    segments = np.asarray(dims[1].arraySegments.values).astype(np.int64)
+    indices = np.asarray(dims[1].arrayIndices.values).astype(np.int64)
+    values = np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float32).reshape(-1, block)
+    dense = np.zeros((shape[0], -(-shape[1] // block) * block), np.float32)
+    rows = np.repeat(np.arange(shape[0]), np.diff(segments))
+    for j in range(block):
+        dense[rows, indices * block + j] = values[:, j]
+    return dense[:, :shape[1]]
+
+
+def smallest_encoding(content):
+    """Re-encodes float 1xk block-sparse FULLY_CONNECTED weights as CSR + DENSIFY
+    where that stores fewer bytes. Returns (bytes, number of weights changed).
+
+    The converter picks 1x4 blocks whenever nearly all blocks are zero -- also
+    for unstructured tickets at ~96% sparsity, where the kept blocks are mostly
+    zeros that get stored too. CSR stores only the non-zeros (the file the
+    converter would write for slightly less sparse weights); a DENSIFY op
+    expands them at load, so the file runs at dense speed instead of the
+    sparse kernel's.
+    """
+    import flatbuffers  # pylint: disable=import-outside-toplevel
+    from ai_edge_litert import schema_py_generated as schema  # pylint: disable=import-outside-toplevel
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(content), 0))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    changed = 0
+    for subgraph in model.subgraphs:
+        operators = []
+        for op in subgraph.operators:
+            index = int(op.inputs[1]) if codes[op.opcodeIndex] == \
+                schema.BuiltinOperator.FULLY_CONNECTED else -1
+            tensor = subgraph.tensors[index] if index >= 0 else None
+            dense = None
+            if tensor is not None and tensor.sparsity is not None and tensor.sparsity.blockMap is not None:
+                dense = _decode_row_blocks(schema, tensor, model.buffers[tensor.buffer].data)
+            if dense is not None:
+                nonzero = dense != 0
+                index_bytes = 1 if dense.shape[1] <= 256 else 2 if dense.shape[1] <= 65536 else 4
+                csr_bytes = int(nonzero.sum()) * (4 + index_bytes) + 4 * (dense.shape[0] + 1)
+                if csr_bytes < len(model.buffers[tensor.buffer].data):
+                    if schema.BuiltinOperator.DENSIFY not in codes:
+                        code = schema.OperatorCodeT()
+                        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DENSIFY
+                        code.version = 1
+                        model.operatorCodes.append(code)
+                        codes.append(schema.BuiltinOperator.DENSIFY)
+                    row_dim, csr_dim = schema.DimensionMetadataT(), schema.DimensionMetadataT()
+                    row_dim.format, row_dim.denseSize = schema.DimensionType.DENSE, dense.shape[0]
+                    csr_dim.format = schema.DimensionType.SPARSE_CSR
+                    csr_dim.arraySegmentsType, csr_dim.arraySegments = _index_vector(
+                        schema, np.concatenate([[0], np.cumsum(nonzero.sum(1))]), 2 ** 31)
+                    csr_dim.arrayIndicesType, csr_dim.arrayIndices = _index_vector(
+                        schema, np.nonzero(nonzero)[1], dense.shape[1])
+                    sparsity = schema.SparsityParametersT()
+                    sparsity.traversalOrder, sparsity.dimMetadata = [0, 1], [row_dim, csr_dim]
+                    tensor.sparsity = sparsity
+                    model.buffers[tensor.buffer].data = np.frombuffer(
+                        dense[nonzero].astype(np.float32).tobytes(), np.uint8)
+                    out = schema.TensorT()
+                    out.shape, out.type = np.array(dense.shape, np.int32), tensor.type
+                    out.name = (tensor.name or b"") + b"/densified"
+                    model.buffers.append(schema.BufferT())
+                    out.buffer = len(model.buffers) - 1
+                    subgraph.tensors.append(out)
+                    densify = schema.OperatorT()
+                    densify.opcodeIndex = codes.index(schema.BuiltinOperator.DENSIFY)
+                    densify.inputs = np.array([index], np.int32)
+                    densify.outputs = np.array([len(subgraph.tensors) - 1], np.int32)
+                    operators.append(densify)
+                    op.inputs[1] = len(subgraph.tensors) - 1
+                    changed += 1
+            operators.append(op)
+        subgraph.operators = operators
+    if not changed:
+        return content, 0
+    builder = flatbuffers.Builder(len(content))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), changed
+
+
+# ---------------------------------------------------------------------------
 # Running
 
 def _is_delegate_failure(err):
@@ -425,8 +541,8 @@ def _check_batch(model, sample, examples=64):
     return rng.random((examples,) + tuple(shape)).astype("float32"), "random inputs in [0, 1)"
 
 
-def to_tflite(model, path, sparse=True, quantize=None, *, sample=None, check=True,
-              compare_dense=True, latency_runs=0, num_threads=1):
+def to_tflite(model, path, sparse=True, quantize=None, *, prefer="speed", sample=None,
+              check=True, compare_dense=True, latency_runs=0, num_threads=1):
     """Exports a tf_keras model (or a saved ticket path) to a .tflite file.
 
     Strips pruning wrappers, converts (`sparse`: EXPERIMENTAL_SPARSITY;
@@ -434,11 +550,17 @@ def to_tflite(model, path, sparse=True, quantize=None, *, sample=None, check=Tru
     the LiteRT interpreter on `sample` (a batch of real inputs; random inputs
     in [0, 1) when None) and compares with the Keras model. With `check`, a
     difference beyond `TOLERANCES` raises ExportCheckError (the file stays).
-    `compare_dense` also converts without sparsity to report the size ratio;
+    `prefer="size"` re-encodes float block-sparse weights as CSR where that is
+    smaller (`smallest_encoding`: smaller file, dense speed); "speed" keeps the
+    converter's choice. `compare_dense` also converts without sparsity to
+    report the size ratio;
     `latency_runs` > 0 measures batch-1 latency of both files (interleaved,
     `latency_runs` invokes per round, 10 rounds). Returns an ExportReport.
     """
     _check_quantize(quantize)
+    if prefer not in PREFER:
+        raise ValueError(f"Unknown prefer={prefer!r}; use 'speed' (the converter's encoding) "
+                         "or 'size' (re-encode block-sparse weights as CSR where smaller).")
     path = _check_path(path)
     if isinstance(model, (str, os.PathLike)):
         model = load_ticket(model)
@@ -448,6 +570,9 @@ def to_tflite(model, path, sparse=True, quantize=None, *, sample=None, check=Tru
     from tf_unilth.ticket import ticket_sparsity  # pylint: disable=import-outside-toplevel
 
     content = convert(model, sparse=sparse, quantize=quantize)
+    reencoded = 0
+    if sparse and prefer == "size":
+        content, reencoded = smallest_encoding(content)
     directory = os.path.dirname(os.path.abspath(path))
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".tflite.tmp", delete=False) as f:
         f.write(content)
@@ -467,17 +592,21 @@ def to_tflite(model, path, sparse=True, quantize=None, *, sample=None, check=Tru
         # (seen: NaN outputs for int8 1x16 block-sparse kernels): try those.
         got2, _, _ = predict(content, x, num_threads=num_threads, resolver=RESOLVER_BUILTIN)
         stats2 = _compare(got2, expected)
-        if _passes(stats2[2], stats2[3], tolerance, min_agreement):
+        passed2 = _passes(stats2[2], stats2[3], tolerance, min_agreement)
+        closer = np.isfinite(stats2[2]) and not stats2[2] >= relative  # NaN-aware
+        if passed2 or closer:
             reason = (f"with the XNNPACK delegate the outputs differ from Keras (relative "
                       f"error {relative:.3g}, {int(np.sum(~np.isfinite(got)))} non-finite "
-                      f"values, argmax agreement {agreement:.4f}); the builtin kernels match")
+                      f"values, argmax agreement {agreement:.4f}); the builtin kernels "
+                      + ("match" if passed2 else f"are closer (relative error {stats2[2]:.3g})"))
             _log.warning("%s: %s. Run this file with BUILTIN_WITHOUT_DEFAULT_DELEGATES.",
                          path, reason)
-            (diff, scale, relative, agreement), resolver, passed = stats2, RESOLVER_BUILTIN, True
+            (diff, scale, relative, agreement), resolver, passed = stats2, RESOLVER_BUILTIN, passed2
     report = ExportReport(
         path=path, sparse=sparse, quantize=quantize or "float32", size_bytes=len(content),
         stripped=stripped, model_sparsity=ticket_sparsity(model), encoded=inspect_tflite(content),
         resolver=resolver, fallback_reason=reason, check_inputs=what, check_examples=len(x),
+        prefer=prefer, reencoded=reencoded,
         max_abs_diff=diff, logit_scale=scale, relative_error=relative,
         argmax_agreement=agreement, tolerance=tolerance, min_argmax_agreement=min_agreement,
         dense_size_bytes=len(dense) if dense is not None else None)
@@ -494,6 +623,7 @@ def to_tflite(model, path, sparse=True, quantize=None, *, sample=None, check=Tru
         raise ExportCheckError(
             f"{path}: the TFLite outputs differ from the Keras model: relative error "
             f"{relative:.3g} (max|diff| {diff:.3g} / max|logits| {scale:.3g}; tolerance "
-            f"{tolerance:g}), argmax agreement {agreement:.4f} (minimum {min_agreement}). "
-            "The file was written; pass check=False to accept it.")
+            f"{tolerance:g}), argmax agreement {agreement:.4f} (minimum {min_agreement})."
+            + (f" Interpreter: {resolver} ({reason})." if reason else "")
+            + " The file was written; pass check=False to accept it.")
     return report
