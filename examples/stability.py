@@ -380,9 +380,10 @@ def summarize(run, dense, lth, uni):
                                     "method's final mask; control: the initialization with "
                                     "the same mask"},
             "matching": f"ticket test accuracy >= dense test accuracy after T - {tol}",
-            "seed_001": "LeNet-300-100: 50K iterations, Adam 1.2e-3, batch 60, 20%/round "
-                        "(output 10%), three replicates; here T, the rate and one replicate "
-                        "are cut to fit ~1 h of a shared 2-core CPU",
+            "published": "LeNet-300-100 in the LTH papers (ALGORITHMS.md): 50K iterations, "
+                         "Adam 1.2e-3, batch 60, 20%/round (output 10%); here T, the rate "
+                         "and the number of runs (one seed) are cut to fit ~1 h of a shared "
+                         "2-core CPU",
         },
         "dense": {"test_accuracy_after_T": dense_acc, "round0_test_accuracies": round0,
                   "round0_std": float(np.std(round0)) if lth else None, **dense},
