@@ -51,8 +51,9 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
         schedules._check_sparsity(target_sparsity)  # pylint: disable=protected-access
     _check_method_args(method, run, method_args)
     strategy = strategy or tf.distribute.get_strategy()
-    if strategy.num_replicas_in_sync > 1:
-        distribute.check_batch_size(_global_batch(train_data, batch_size), strategy)
+    global_batch = _global_batch(train_data, batch_size)
+    if strategy.num_replicas_in_sync > 1 and global_batch is not None:
+        distribute.check_batch_size(global_batch, strategy)
     if not distribute.created_in_scope(model, strategy):
         printer("The model was built outside the strategy's scope; training a copy built "
                 "in it (same weights). Build it in strategy.scope() to train it in place.")
@@ -86,18 +87,25 @@ def finish(session, trained):
 
 
 def _global_batch(train_data, batch_size):
-    """The batch size of the training data (arrays: `batch_size`)."""
+    """The batch size of the training data (arrays: `batch_size`; None if unknown).
+
+    Read from the dataset's structure, never by iterating it: an extra pass
+    would advance a seeded reshuffle and change the training order.
+    """
     if isinstance(train_data, tuple):
         return batch_size
     dataset = train_data.train if isinstance(train_data, data_lib.Splits) else train_data
     if not isinstance(dataset, tf.data.Dataset):
-        return batch_size  # Data.make names the problem
+        return None  # Data.make names the problem
     static = tf.nest.flatten(dataset.element_spec)[0].shape
     if static.rank and static[0] is not None:
         return int(static[0])
-    for batch in dataset.take(1):
-        return int(tf.nest.flatten(batch)[0].shape[0])
-    return batch_size
+    while dataset is not None:  # batch(B) without drop_remainder: B is in the graph
+        size = getattr(dataset, "_batch_size", None)
+        if size is not None:
+            return int(size)
+        dataset = getattr(dataset, "_input_dataset", None)
+    return None
 
 
 def _check_method_args(method, run, method_args):
