@@ -8,6 +8,8 @@ counter, so raising lambda costs neither a per-batch Python callback nor a
 retrace; controllers only move s and the curve's start from round to round.
 """
 
+import weakref
+
 import numpy as np
 
 from tf_unilth._compat import keras, tf
@@ -65,10 +67,18 @@ class LambdaGrowth(tf.Module):
     `start`/`hold` take effect at the next step, without retracing.
     """
 
+    # Not part of the module's variables/submodules: the step belongs to the
+    # wrapper, the cache holds graph tensors.
+    _TF_MODULE_IGNORED_PROPERTIES = frozenset(
+        tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_step", "_per_graph"})
+
     def __init__(self, step, name="lambda_growth"):
         super().__init__(name=name)
         # The wrappers' step counter; not tracked (it belongs to the wrapper).
         object.__setattr__(self, "_step", step)
+        # Lambda computed once per traced graph, shared by every regularizer's
+        # penalty (it is ~15 scalar ops; per-op dispatch dominates at this size).
+        object.__setattr__(self, "_per_graph", weakref.WeakKeyDictionary())
         new = lambda value, dtype, n: tf.Variable(  # noqa: E731
             value, trainable=False, dtype=dtype, name=n)
         self.start_step = new(-1, tf.int64, "start_step")
@@ -79,6 +89,14 @@ class LambdaGrowth(tf.Module):
         self.gamma = new(1.0, tf.float32, "gamma")
 
     def __call__(self):
+        if tf.executing_eagerly():
+            return self._lambda()
+        graph = tf.compat.v1.get_default_graph()
+        if graph not in self._per_graph:
+            self._per_graph[graph] = self._lambda()
+        return self._per_graph[graph]
+
+    def _lambda(self):
         t = tf.cast(tf.maximum(self._step - self.start_step, 0), tf.float32)
         x = tf.minimum(1.0, self.rate * tf.floor(t / self.every))
         return tf.where(self.start_step >= 0, self.lambda_max * tf.pow(x, self.gamma),
