@@ -25,6 +25,7 @@ that sees something else into a clear error instead of a silent divergence.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from tf_unilth._compat import check_model, keras, tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TEMP_PREFIX = "workertemp_"
+_KEY_BASES = itertools.count(1)
 
 
 def make_strategy(name, cpu_devices=2):
@@ -46,9 +48,7 @@ def make_strategy(name, cpu_devices=2):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            return tf.distribute.MirroredStrategy()
-        return tf.distribute.MirroredStrategy(_cpu_devices(cpu_devices))
+        return _mirrored(None if gpus else _cpu_devices(cpu_devices))
     if name == "multi_worker":
         tf_config()  # a clear error before TensorFlow's own
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -59,6 +59,26 @@ def make_strategy(name, cpu_devices=2):
                 f"MultiWorkerMirroredStrategy could not be set up ({e}). Create it before "
                 "any TensorFlow operation runs (make_strategy first thing in main).") from e
     raise ValueError(f"Unknown distribution {name!r}; known: {list(STRATEGIES)}.")
+
+
+def _mirrored(devices):
+    """A MirroredStrategy whose collective ops cannot collide with another's.
+
+    Every MirroredStrategy numbers its all-reduces from the same keys, and the
+    collective executor is per process: a second strategy over the same
+    devices (tests, notebooks) would reuse the first one's keys for tensors of
+    other shapes and fail. Each strategy made here gets its own key range, as
+    TensorFlow's own tests do.
+    """
+    cls = tf.distribute.MirroredStrategy
+    base = getattr(cls, "_collective_key_base", None)
+    if base is None:  # another TensorFlow: nothing to offset
+        return cls(devices)
+    cls._collective_key_base = base + 100000 * next(_KEY_BASES)  # pylint: disable=protected-access
+    try:
+        return cls(devices)
+    finally:
+        cls._collective_key_base = base  # pylint: disable=protected-access
 
 
 def _cpu_devices(count):
