@@ -176,9 +176,11 @@ class Session:
             self.state.truncate_rounds(len(self.rounds))
             self.print(f"fit {index + 1}: resuming after epoch {initial_epoch}.")
         saver = resume.SaveProgress(self.state, index, callbacks, self, partial)
+        checks = [WorkersAgree(self.strategy, callbacks)] \
+            if distribute.is_multi_worker(self.strategy) else []
         model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
                   validation_data=self.data.validation if validate else None,
-                  callbacks=callbacks + [keras.callbacks.TerminateOnNaN(), saver],
+                  callbacks=callbacks + [keras.callbacks.TerminateOnNaN(), *checks, saver],
                   verbose=self.verbose)
         losses = saver.history.get("loss", [])
         if losses and not math.isfinite(losses[-1]):
@@ -244,6 +246,31 @@ class Session:
         self.state.save_rounds(self.rounds)
         self.print(format_round(record))
         return record
+
+
+class WorkersAgree(keras.callbacks.Callback):
+    """Multi-worker: after every epoch, checks that all workers decided alike.
+
+    Compares the masks, whether training stops, and the plateau triggers'
+    state (epochs waited, best value and epoch, fired or not) across workers
+    (a collective op, so a barrier too); raises on every worker when they
+    differ instead of letting the replicas drift apart.
+    """
+
+    def __init__(self, strategy, callbacks):
+        super().__init__()
+        self.strategy = strategy
+        self.triggers = [cb for cb in callbacks if isinstance(cb, keras.callbacks.EarlyStopping)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = [masks_digest(self.model), bool(self.model.stop_training)]
+        for cb in self.triggers:
+            best = getattr(cb, "best", None)
+            state.append([getattr(cb, "wait", None), None if best is None else float(best),
+                          getattr(cb, "best_epoch", None), getattr(cb, "armed", None),
+                          getattr(cb, "fired_epoch", None)])
+        distribute.check_same(self.strategy, state,
+                              f"the masks and plateau decisions after epoch {epoch + 1}")
 
 
 def format_round(r):
