@@ -134,13 +134,6 @@ def main(argv):
             distribute.tf_config()
         except ValueError as e:
             raise app.UsageError(str(e)) from None
-    # Only the chief records the flags; under multi-worker every worker reads them.
-    run_dir = results.RunDir(FLAGS.output_dir,
-                             write_flags=not multi_worker or distribute.tf_config_is_chief())
-    if run_dir.check_flags(flag_values) == "finished":
-        print(f"{FLAGS.output_dir} already holds the finished run with these flags "
-              f"(results.json); nothing to do.")
-        return 0
     args = method_args()
     # First TensorFlow work: logical devices and collective ops are set up here.
     strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
@@ -148,6 +141,13 @@ def main(argv):
         per_replica = distribute.check_batch_size(FLAGS.batch_size, strategy)
     except ValueError as e:
         raise app.UsageError(f"--batch_size: {e}") from None
+    # Flags are checked (and recorded) only once they are known to be usable.
+    # Only the chief records them; under multi-worker every worker reads them.
+    run_dir = results.RunDir(FLAGS.output_dir, write_flags=distribute.is_chief(strategy))
+    if run_dir.check_flags(flag_values) == "finished":
+        print(f"{FLAGS.output_dir} already holds the finished run with these flags "
+              f"(results.json); nothing to do.")
+        return 0
     splits = tf_unilth.data.load(
         FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize,

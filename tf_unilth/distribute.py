@@ -131,15 +131,6 @@ def tf_config():
     return config
 
 
-def tf_config_is_chief():
-    """Whether TF_CONFIG makes this process the chief, read before any strategy
-    exists: the "chief" task, or worker 0 of a cluster without one (TF's rule)."""
-    config = tf_config()
-    task = config["task"]
-    return task["type"] == "chief" or (
-        task["type"] == "worker" and int(task["index"]) == 0 and "chief" not in config["cluster"])
-
-
 # ---------------------------------------------------------------------------
 # Who is who
 
