@@ -301,25 +301,7 @@ def plot(results, batch_sizes, names, path, replicas):
 
 
 def _print_summary(results, batch_sizes, report):
-    print("\nmedian wall ms/step (per-call cost removed; raw T/steps in brackets; process "
-          "CPU ms/step)")
-    for bs in batch_sizes:
-        cells = ", ".join(f"{n} {s['median_ms_per_step']:.3f} [{s['raw_median_ms_per_step']:.3f}]"
-                          f" CPU {s['cpu_median_ms_per_step']:.3f}"
-                          f" ({s['clean_repeats']}/{len(s['repeats_ms_per_step'])} clean)"
-                          for n, s in results[str(bs)]["variants"].items())
-        print(f"  batch {bs}: {cells}")
-    print("ratios: ratio of medians [median of paired per-repeat ratios; ratio of minima]")
-    for bs in batch_sizes:
-        cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}; "
-                          f"{v['ratio_of_mins']:.3f}]"
-                          for k, v in results[str(bs)]["ratios"].items())
-        print(f"  batch {bs}: {cells}")
-    print("CPU time ratios: ratio of medians [paired]")
-    for bs in batch_sizes:
-        cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}]"
-                          for k, v in results[str(bs)]["cpu_ratios"].items())
-        print(f"  batch {bs}: {cells}")
+    so.print_summary(results, batch_sizes)
     print(f"target ours/dense <= {TARGET}: {report['target']}")
     print(f"wall time {report['wall_time_s']} s; wrote "
           f"{os.path.join(FLAGS.output_dir, FLAGS.name)}.json/.png")

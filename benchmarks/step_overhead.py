@@ -543,6 +543,14 @@ def run(variant_factories, output_name):
         json.dump(report, f, indent=2)
         f.write("\n")
 
+    print_summary(results, batch_sizes)
+    print(f"wall time {report['wall_time_s']} s; wrote "
+          f"{os.path.join(FLAGS.output_dir, output_name)}.json/.png")
+    return report
+
+
+def print_summary(results, batch_sizes):
+    """Per-step times and ratios per batch size, as the JSON holds them."""
     print("\nmedian wall ms/step (per-call cost removed; raw T/steps in brackets; process "
           "CPU ms/step)")
     for bs in batch_sizes:
@@ -563,9 +571,6 @@ def run(variant_factories, output_name):
         cells = ", ".join(f"{k} {v['ratio_of_medians']:.3f} [{v['median_of_paired_ratios']:.3f}]"
                           for k, v in results[str(bs)]["cpu_ratios"].items())
         print(f"  batch {bs}: {cells}")
-    print(f"wall time {report['wall_time_s']} s; wrote "
-          f"{os.path.join(FLAGS.output_dir, output_name)}.json/.png")
-    return report
 
 
 def main(argv):
