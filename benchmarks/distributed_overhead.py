@@ -212,13 +212,7 @@ def run():
         for name in FLAGS.variants:
             with strategy.scope():
                 variants.append(VARIANTS[name]())
-        for v in variants:
-            v.fit(ds, FLAGS.warmup_steps)
-            v.after_warmup()
-        for v in variants:
-            v.fit(ds, FLAGS.prune_steps)
-        print(f"batch size {bs}: {n_batches} batches in memory; warm-up done; "
-              f"state {[(v.name, v.state()) for v in variants]}", flush=True)
+        so.warm_up(variants, ds, bs, n_batches)
         ops = {v.name: op_counts(v.model) for v in variants}
         for name, o in ops.items():
             print(f"  {name:>12s}: {o['total_ops']} ops in the training step, "

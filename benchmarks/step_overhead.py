@@ -497,13 +497,7 @@ def run(variant_factories, output_name):
         print(f"batch size {bs}: loading data", flush=True)
         ds, n_batches = in_memory_dataset(FLAGS.data_dir, bs)
         variants = [make() for make in variant_factories]
-        for v in variants:
-            v.fit(ds, FLAGS.warmup_steps)
-            v.after_warmup()
-        for v in variants:
-            v.fit(ds, FLAGS.prune_steps)
-        print(f"batch size {bs}: {n_batches} batches in memory; warm-up done; "
-              f"state {[(v.name, v.state()) for v in variants]}", flush=True)
+        warm_up(variants, ds, bs, n_batches)
         raw = measure(variants, ds, FLAGS.steps, FLAGS.repeats, FLAGS.n_empty,
                       FLAGS.max_foreign_load, FLAGS.retries)
         summary = summarize(raw, FLAGS.steps)
@@ -547,6 +541,17 @@ def run(variant_factories, output_name):
     print(f"wall time {report['wall_time_s']} s; wrote "
           f"{os.path.join(FLAGS.output_dir, output_name)}.json/.png")
     return report
+
+
+def warm_up(variants, ds, batch_size, n_batches):
+    """Tracing fit, schedules started, then a fit through the pruning events."""
+    for v in variants:
+        v.fit(ds, FLAGS.warmup_steps)
+        v.after_warmup()
+    for v in variants:
+        v.fit(ds, FLAGS.prune_steps)
+    print(f"batch size {batch_size}: {n_batches} batches in memory; warm-up done; "
+          f"state {[(v.name, v.state()) for v in variants]}", flush=True)
 
 
 def print_summary(results, batch_sizes):

@@ -313,6 +313,15 @@ def wrappers(model):
     return pruning_wrapper.collect_prunable_layers(model)
 
 
+def selection_fidelity(model):
+    """Share of the selected weights that tfmot's magnitude criterion also chose
+    at the last pruning event (1.0 = the regularizer fully extruded them)."""
+    layers = wrappers(model)
+    selected = sum(float(l.pruning_obj.selected_count.numpy()) for l in layers)
+    agreed = sum(float(l.pruning_obj.agreed_count.numpy()) for l in layers)
+    return agreed / selected if selected else 1.0
+
+
 def strip(model):
     """A plain tf_keras model with the masks applied and the wrappers removed.
 

@@ -48,14 +48,5 @@ def run(session, model, target_sparsity, epochs=None, lambda_delta=1e-4, lambda_
     growth.stop()
     session.fit(pruned, reg_epochs + finetune_epochs, initial_epoch=reg_epochs,
                 callbacks=[UpdatePruningStep()])
-    session.record_round(pruned, 1, selection_fidelity=selection_fidelity(pruned))
+    session.record_round(pruned, 1, selection_fidelity=wrapper.selection_fidelity(pruned))
     return pruned
-
-
-def selection_fidelity(model):
-    """Share of the selected weights that tfmot's magnitude criterion also chose
-    at the last event (1.0 = the regularizer fully extruded them)."""
-    layers = wrapper.wrappers(model)
-    selected = sum(float(l.pruning_obj.selected_count.numpy()) for l in layers)
-    agreed = sum(float(l.pruning_obj.agreed_count.numpy()) for l in layers)
-    return agreed / selected if selected else 1.0

@@ -153,11 +153,8 @@ class StagedPruning(keras.callbacks.Callback):
             self._end_round(epoch, logs)
 
     def _end_round(self, epoch, logs):
-        layers = wrapper.wrappers(self.model)
-        selected = sum(float(l.pruning_obj.selected_count.numpy()) for l in layers)
-        agreed = sum(float(l.pruning_obj.agreed_count.numpy()) for l in layers)
         info = {"round": self.round, "epoch": epoch + 1, "logs": dict(logs or {}),
-                "selection_fidelity": agreed / selected if selected else 1.0,
+                "selection_fidelity": wrapper.selection_fidelity(self.model),
                 "epochs": self._epochs_done, "seconds": time.perf_counter() - self._start_time,
                 "lambda": self.growth.current()}
         self.log.append(info)
@@ -168,7 +165,7 @@ class StagedPruning(keras.callbacks.Callback):
         # Stage 3: the mask is fixed; no more penalty; watch for a second plateau.
         self.growth.stop()
         regularizers.set_selection(self.model, {})
-        for layer in layers:
+        for layer in wrapper.wrappers(self.model):
             layer.pruning_schedule.freeze()
         self.stage = 3
         self.finetune.rearm()
