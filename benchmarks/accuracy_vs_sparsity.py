@@ -47,6 +47,9 @@ flags.DEFINE_list("sparsities", ["0.8", "0.9", "0.965", "0.98"],
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time (each is one process).")
 flags.DEFINE_boolean("aggregate_only", False, "Only aggregate the finished runs.")
+flags.DEFINE_string("readme", os.path.join(ROOT, "benchmarks", "README.md"),
+                    "Markdown file whose results section (between the markers) the "
+                    "aggregation rewrites; empty: none.")
 flags.DEFINE_float("lth_final_sparsity", 0.985, "Where LTH's trajectory stops (1.5% density).")
 
 PROTOCOL = {
@@ -145,10 +148,10 @@ def points(runs):
 
 
 def summarize(pts):
-    """Mean and std over seeds per (method, density rounded to 0.1%)."""
+    """Mean and std over seeds per (method, density rounded to 0.01%)."""
     groups = {}
     for p in pts:
-        key = (p["method"], round(p["density"], 3))
+        key = (p["method"], round(p["density"], 4))
         groups.setdefault(key, []).append(p)
     rows = []
     for (method, density), ps in sorted(groups.items()):
@@ -223,16 +226,212 @@ def plot(rows, path_acc, path_cost):
     plt.close(fig)
 
 
+# --------------------------------------------------------------------------
+# Cost ratios, targets and the README table
+
+# Published anchors (Frankle et al. 2020, LeNet-300-100 on MNIST).
+ANCHORS = {"dense_test_accuracy": 0.983, "imp_matching_density": 0.035}
+GRID_METHODS = ("random", "dlth", "unilth", "unidlth")
+
+
+def lth_steps_to(rows, density, method="lth"):
+    """Training steps LTH spends to reach `density` (mean over seeds).
+
+    LTH's rounds land on its own densities (0.8^i, output layer at half rate),
+    not on the grid's, so the cumulative steps are interpolated linearly in
+    log(density) between the two rounds around `density`. None outside the
+    trajectory.
+    """
+    traj = sorted(((r["density"], r["train_steps_mean"]) for r in rows
+                   if r["method"] == method), reverse=True)
+    for (d0, s0), (d1, s1) in zip(traj, traj[1:]):
+        if d1 <= density <= d0:
+            if d0 == d1:
+                return s1
+            w = (np.log(d0) - np.log(density)) / (np.log(d0) - np.log(d1))
+            return float(s0 + w * (s1 - s0))
+    return None
+
+
+def nearest(rows, method, density):
+    """The row of `method` whose density is nearest `density` in log scale."""
+    rs = [r for r in rows if r["method"] == method]
+    return min(rs, key=lambda r: abs(np.log(r["density"] / density))) if rs else None
+
+
+def cost_ratios(rows):
+    """Steps of each grid method over LTH's (k = 0) steps to the same density."""
+    out = []
+    for r in rows:
+        if r["method"] in GRID_METHODS:
+            lth = lth_steps_to(rows, r["density"])
+            if lth:
+                out.append(dict(method=r["method"], density=r["density"],
+                                train_steps_mean=r["train_steps_mean"], lth_steps=lth,
+                                ratio=r["train_steps_mean"] / lth))
+    return out
+
+
+def targets(rows, match, dense_acc, ratios):
+    """The issue's targets, each with the numbers that decide it (None: no data yet)."""
+    def row(method, density):
+        return next((r for r in rows if r["method"] == method
+                     and abs(r["density"] - density) < 5e-4), None)
+
+    out = {}
+    uni = [r for r in rows if r["method"] == "unilth" and r["density"] <= 0.0205
+           and dense_acc is not None and r["test_accuracy_mean"] >= dense_acc]
+    ratio = {(c["method"], c["density"]): c["ratio"] for c in ratios}
+    have = dense_acc is not None and row("unilth", 0.02) is not None
+    out["unilth_matching_at_2pct_within_quarter_lth_steps"] = {
+        "met": any(ratio.get(("unilth", r["density"]), 9) <= 0.25 for r in uni) if have
+        else None,
+        "unilth_sparsest_matching_density": match.get("unilth", {}).get("density"),
+        "cost_ratio_at_2pct": next((c["ratio"] for c in ratios if c["method"] == "unilth"
+                                    and abs(c["density"] - 0.02) < 5e-4), None)}
+    densities = sorted({r["density"] for r in rows if r["method"] == "unidlth"})
+    cmp = []
+    for d in densities:
+        u, dl, rnd = row("unidlth", d), row("dlth", d), row("random", d)
+        cmp.append(dict(density=d, unidlth=u["test_accuracy_mean"],
+                        dlth=dl and dl["test_accuracy_mean"],
+                        random=rnd and rnd["test_accuracy_mean"]))
+    out["unidlth_at_or_above_dlth_everywhere"] = {
+        "met": all(c["unidlth"] >= c["dlth"] for c in cmp)
+        if cmp and all(c["dlth"] is not None for c in cmp) else None, "by_density": cmp}
+    sparse = [c for c in cmp if c["density"] <= 0.0355]
+    out["unidlth_1pt_above_random_at_3_5pct_and_sparser"] = {
+        "met": all(c["unidlth"] - c["random"] >= 0.01 for c in sparse)
+        if sparse and all(c["random"] is not None for c in sparse) else None,
+        "margins": {c["density"]: None if c["random"] is None else c["unidlth"] - c["random"]
+                    for c in sparse}}
+    out["lth_reproduces_anchor"] = {
+        "dense_ours": dense_acc, "dense_published": ANCHORS["dense_test_accuracy"],
+        "lth_sparsest_matching_density": match.get("lth", {}).get("density"),
+        "published_imp_matching_density": ANCHORS["imp_matching_density"]}
+    return out
+
+
+def pct(x, std=None, n=None):
+    if x is None:
+        return "–"
+    s = f"{100 * x:.2f}"
+    if std is not None:
+        s += f" ± {100 * std:.2f}"
+    return s + (f" ({n})" if n is not None and n != 3 else "")
+
+
+def markdown(rows, match, dense_acc, ratios, tg, runs):
+    """The README section: every number below comes from the aggregated rows."""
+    grid = [0.2, 0.1, 0.035, 0.02]
+    lines = [f"Runs finished: {len(runs)}. Test accuracy (%), mean ± std over seeds "
+             "(a number in parentheses: fewer than 3 seeds so far). LTH columns: the "
+             "round nearest the density (its density in brackets).", "",
+             "| method | " + " | ".join(f"{100 * d:g}% density" for d in grid) + " |",
+             "|---|" + "---:|" * len(grid)]
+    dense = nearest(rows, "dense", 1.0)
+    if dense:
+        lines.append("| dense (100%) | " + pct(dense["test_accuracy_mean"],
+                                                dense["test_accuracy_std"], dense["seeds"])
+                     + " |" * len(grid))
+    for method in ("random", "lth", "lth_rewind", "dlth", "unilth", "unidlth"):
+        cells = []
+        for d in grid:
+            r = nearest(rows, method, d)
+            if r is None or abs(np.log(r["density"] / d)) > 0.15:
+                cells.append("–")
+            else:
+                c = pct(r["test_accuracy_mean"], r["test_accuracy_std"], r["seeds"])
+                if method.startswith("lth"):
+                    c += f" [{100 * r['density']:.2f}%]"
+                cells.append(c)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Sparsest density whose mean test accuracy matches the mean dense "
+              f"accuracy ({pct(dense_acc)}%):", "",
+              "| method | density | test accuracy | training steps |", "|---|---:|---:|---:|"]
+    for m in ("random", "lth", "lth_rewind", "dlth", "unilth", "unidlth"):
+        r = match.get(m)
+        none = "none in the grid" if dense_acc is not None else "no dense runs yet"
+        lines.append(f"| {m} | " + (f"{none} | – | –" if r is None else
+                                    f"{100 * r['density']:.2f}% | {pct(r['test_accuracy_mean'])}"
+                                    f" | {r['train_steps_mean']:,.0f}") + " |")
+    lines += ["", "Cost: training steps from the random init to the ticket, against the "
+              "steps LTH (k = 0) spends to reach the same density (interpolated in "
+              "log density between its rounds):", "",
+              "| method | " + " | ".join(f"{100 * d:g}%" for d in grid) + " |",
+              "|---|" + "---:|" * len(grid)]
+    by = {(c["method"], c["density"]): c for c in ratios}
+    lth_row = ["–" if lth_steps_to(rows, d) is None else f"{lth_steps_to(rows, d):,.0f}"
+               for d in grid]
+    lines.append("| LTH steps | " + " | ".join(lth_row) + " |")
+    for m in GRID_METHODS:
+        cells = [(f"{by[(m, d)]['train_steps_mean']:,.0f} ({by[(m, d)]['ratio']:.2f}x)"
+                  if (m, d) in by else "–") for d in grid]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    verdict = {True: "**met**", False: "**not met**", None: "not decided yet (runs missing)"}
+    t = tg["unilth_matching_at_2pct_within_quarter_lth_steps"]
+    u = tg["unidlth_at_or_above_dlth_everywhere"]
+    v = tg["unidlth_1pt_above_random_at_3_5pct_and_sparser"]
+    a = tg["lth_reproduces_anchor"]
+    sparsest = t["unilth_sparsest_matching_density"]
+    ratio2 = "–" if t["cost_ratio_at_2pct"] is None else f"{t['cost_ratio_at_2pct']:.2f}"
+    lines += ["", "Targets (computed from the rows above):", "",
+              f"- UniLTH matching at 2% density or sparser within 1/4 of LTH's steps: "
+              f"{verdict[t['met']]} (sparsest matching density: "
+              f"{'none' if sparsest is None else f'{100 * sparsest:.1f}%'}; steps ratio at 2%: "
+              f"{ratio2}).",
+              f"- UniDLTH at or above DLTH at every density: {verdict[u['met']]} ("
+              + "; ".join(f"{100 * c['density']:g}%: {pct(c['unidlth'])} vs {pct(c['dlth'])}"
+                          for c in u["by_density"]) + ").",
+              f"- UniDLTH at least 1 point above the random control at 3.5% density and "
+              f"sparser: {verdict[v['met']]} (margins: "
+              + "; ".join(f"{100 * d:g}%: {'–' if m is None else f'{100 * m:+.2f}'} points"
+                          for d, m in v["margins"].items()) + ").",
+              f"- LTH against Frankle et al. (2020): dense {pct(a['dense_ours'])}% here vs "
+              f"{pct(a['dense_published'])}% published; IMP matches dense down to "
+              + ("no grid density" if a["lth_sparsest_matching_density"] is None else
+                 f"{100 * a['lth_sparsest_matching_density']:.1f}% density")
+              + f" here vs {100 * a['published_imp_matching_density']:.1f}% published."]
+    return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- accuracy_vs_sparsity results: begin (written by --aggregate_only) -->"
+README_END = "<!-- accuracy_vs_sparsity results: end -->"
+
+
+def write_into_readme(path, text):
+    """Replace the text between the markers in `path`; no markers: leave it alone."""
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        doc = f.read()
+    if README_BEGIN not in doc or README_END not in doc:
+        return False
+    head, rest = doc.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w") as f:
+        f.write(head + README_BEGIN + "\n" + text + README_END + tail)
+    return True
+
+
 def aggregate():
     runs = load_runs()
     pts = points(runs)
     rows = summarize(pts)
     match, dense_acc = matching(rows)
+    ratios = cost_ratios(rows)
+    tg = targets(rows, match, dense_acc, ratios)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     base = os.path.join(FLAGS.output_dir, "accuracy_vs_sparsity")
     report = {"benchmark": "accuracy_vs_sparsity", "protocol": PROTOCOL,
               "runs_finished": sorted(runs), "dense_test_accuracy_mean": dense_acc,
-              "matching_dense": match, "rows": rows, "points": pts}
+              "matching_dense": match, "cost_ratios": ratios, "targets": tg,
+              "anchors": ANCHORS, "rows": rows, "points": pts}
+    text = markdown(rows, match, dense_acc, ratios, tg, runs)
+    with open(base + ".md", "w") as f:
+        f.write(text)
+    if FLAGS.readme:
+        write_into_readme(FLAGS.readme, text)
     with open(base + ".json", "w") as f:
         json.dump(report, f, indent=1)
     with open(base + ".csv", "w", newline="") as f:
