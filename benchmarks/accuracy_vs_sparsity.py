@@ -107,7 +107,9 @@ def run_one(name, run_flags):
         code = subprocess.call(
             [sys.executable, os.path.join(ROOT, "examples", "find_ticket.py"),
              f"--output_dir={out}"] + run_flags, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+            # This checkout's library, whatever `pip install -e` points at now.
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                     PYTHONPATH=os.pathsep.join([ROOT] + [os.environ.get("PYTHONPATH", "")])))
     return name, "ok" if code == 0 else f"failed ({code}; see {out}/stdout.log)", \
         time.time() - start
 
