@@ -318,24 +318,22 @@ def pct(x, std=None, n=None):
     if x is None:
         return "–"
     s = f"{100 * x:.2f}"
-    if std is not None:
+    if std is not None and n != 1:
         s += f" ± {100 * std:.2f}"
-    return s + (f" ({n})" if n is not None and n != 3 else "")
+    return s + (f" ({n} seed{'s' if n > 1 else ''})" if n is not None and n != 3 else "")
 
 
 def markdown(rows, match, dense_acc, ratios, tg, runs):
     """The README section: every number below comes from the aggregated rows."""
     grid = [0.2, 0.1, 0.035, 0.02]
-    lines = [f"Runs finished: {len(runs)}. Test accuracy (%), mean ± std over seeds "
-             "(a number in parentheses: fewer than 3 seeds so far). LTH columns: the "
-             "round nearest the density (its density in brackets).", "",
+    dense = nearest(rows, "dense", 1.0)
+    lines = [f"Runs finished: {len(runs)}. Test accuracy (%), mean ± std over 3 seeds "
+             "unless the parentheses say fewer. LTH: the round nearest the density (its "
+             "density in brackets). Dense network (100% density): "
+             + (pct(dense["test_accuracy_mean"], dense["test_accuracy_std"], dense["seeds"])
+                if dense else "–") + ".", "",
              "| method | " + " | ".join(f"{100 * d:g}% density" for d in grid) + " |",
              "|---|" + "---:|" * len(grid)]
-    dense = nearest(rows, "dense", 1.0)
-    if dense:
-        lines.append("| dense (100%) | " + pct(dense["test_accuracy_mean"],
-                                                dense["test_accuracy_std"], dense["seeds"])
-                     + " |" * len(grid))
     for method in ("random", "lth", "lth_rewind", "dlth", "unilth", "unidlth"):
         cells = []
         for d in grid:
@@ -348,6 +346,19 @@ def markdown(rows, match, dense_acc, ratios, tg, runs):
                     c += f" [{100 * r['density']:.2f}%]"
                 cells.append(c)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    traj = sorted({r["density"] for r in rows if r["method"] in ("lth", "lth_rewind")},
+                  reverse=True)
+    if traj:
+        lines += ["", "LTH's whole trajectory (test accuracy %; training steps since the "
+                  "random init):", "", "| density | lth (k = 0) | lth_rewind (k = 500) | steps |",
+                  "|---:|---:|---:|---:|"]
+        for d in traj:
+            k0, k500 = (next((r for r in rows if r["method"] == m and r["density"] == d), None)
+                        for m in ("lth", "lth_rewind"))
+            cell = [pct(r["test_accuracy_mean"], r["test_accuracy_std"], r["seeds"])
+                    if r else "–" for r in (k0, k500)]
+            steps = (k0 or k500)["train_steps_mean"]
+            lines.append(f"| {100 * d:.2f}% | {cell[0]} | {cell[1]} | {steps:,.0f} |")
     lines += ["", "Sparsest density whose mean test accuracy matches the mean dense "
               f"accuracy ({pct(dense_acc)}%):", "",
               "| method | density | test accuracy | training steps |", "|---|---:|---:|---:|"]

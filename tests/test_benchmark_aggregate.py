@@ -87,6 +87,7 @@ def test_targets_decided_from_rows(bench, runs):
     assert v["met"] is True and v["margins"][0.02] == pytest.approx(0.016)
     text = bench.markdown(rows, match, dense, ratios, tg, runs)
     assert "| unidlth | 98.10 ± 0.08 | – | – | 97.10 ± 0.08 |" in text
+    assert "Dense network (100% density): 98.10 ± 0.08." in text
     assert "**not met**" in text and "**met**" in text
 
 
