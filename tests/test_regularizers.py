@@ -65,8 +65,12 @@ def test_growth_curves():
     assert lin.steps_to_max() == 15
     pw = regularizers.PowerGrowth(lambda_max=2.0, steps=10, gamma=2.0)
     assert [pw(t) for t in (0, 5, 10, 20)] == pytest.approx([0, 0.5, 2.0, 2.0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"lambda_max >= 0 \(got -1\).*--lambda_max"):
         regularizers.PowerGrowth(lambda_max=-1)
+    with pytest.raises(ValueError, match=r"every >= 1 \(got 0\).*--lambda_every"):
+        regularizers.LinearStepGrowth(every=0)
+    off = regularizers.PowerGrowth(lambda_max=0.0, steps=10)  # the no-extrusion ablation
+    assert [off(t) for t in (0, 5, 10, 20)] == [0.0] * 4
 
 
 def test_growth_callback_follows_its_curve_only_after_start():

@@ -241,7 +241,10 @@ class LinearStepGrowth:
 
     def __init__(self, delta=1e-4, every=5, lambda_max=1.0):
         if delta <= 0 or every < 1 or lambda_max <= 0:
-            raise ValueError("LinearStepGrowth needs delta > 0, every >= 1, lambda_max > 0.")
+            raise ValueError(
+                f"LinearStepGrowth needs delta > 0 (got {delta}), every >= 1 (got {every}) and "
+                f"lambda_max > 0 (got {lambda_max}); find_ticket.py sets them with "
+                "--lambda_delta, --lambda_every and --lambda_max.")
         self.delta, self.every, self.lambda_max = delta, int(every), lambda_max
 
     def __call__(self, t):
@@ -258,11 +261,18 @@ class LinearStepGrowth:
 
 
 class PowerGrowth:
-    """UniLTH: lambda_max * (t / G)^gamma for t <= G, then lambda_max."""
+    """UniLTH: lambda_max * (t / G)^gamma for t <= G, then lambda_max.
+
+    lambda_max = 0 turns the extrusion off (an ablation: the rounds then remove
+    weights by magnitude alone, with no penalty first).
+    """
 
     def __init__(self, lambda_max=1.0, steps=1000, gamma=2.0):
-        if lambda_max <= 0 or steps < 1 or gamma <= 0:
-            raise ValueError("PowerGrowth needs lambda_max > 0, steps >= 1, gamma > 0.")
+        if lambda_max < 0 or steps < 1 or gamma <= 0:
+            raise ValueError(
+                f"PowerGrowth needs lambda_max >= 0 (got {lambda_max}), steps >= 1 (got "
+                f"{steps}) and gamma > 0 (got {gamma}); find_ticket.py sets them with "
+                "--lambda_max, --growth_steps and --gamma.")
         self.lambda_max, self.steps, self.gamma = lambda_max, int(steps), gamma
 
     def __call__(self, t):
