@@ -1,0 +1,98 @@
+"""Diagnostic: is a ticket's mask, or its trained weights, what limits it?
+
+Takes finished `examples/find_ticket.py` runs, rebuilds their initialization
+theta_0 (same model, same seed), keeps each ticket's mask (its zero weights) and
+trains it from theta_0 the way an LTH round does (fresh Adam, `--steps`, two
+data orders), then measures the VALIDATION accuracy: a method's mask against
+LTH's mask at the same density, trained the same way, without touching test.
+
+    python benchmarks/retrain_mask.py --data_dir=$TFDS_DATA_DIR \
+        --runs=benchmarks/runs/unilth_s0.965_seed0 --lth_run=benchmarks/runs/lth_seed0 \
+        --output=benchmarks/results/retrain_mask.json
+"""
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+import tf_unilth
+from tf_unilth import analysis
+from tf_unilth._compat import keras
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("runs", [], "find_ticket.py run directories (results.json + ticket.keras).")
+flags.DEFINE_string("lth_run", None, "An LTH run whose round nearest each ticket's density "
+                    "is quoted beside it (its rounds train from theta_0 the same way).")
+flags.DEFINE_string("data_dir", os.environ.get("TFDS_DATA_DIR"), "TFDS data dir with mnist.")
+flags.DEFINE_integer("steps", 9170, "Training steps from theta_0 (10 epochs at batch 60).")
+flags.DEFINE_string("output", None, "JSON file (entries already in it are kept).")
+flags.mark_flag_as_required("output")
+
+
+def _arrays(ds):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def retrain(run):
+    with open(os.path.join(run, "results.json")) as f:
+        result = json.load(f)
+    fl = result["flags"]
+    splits = tf_unilth.data.load(fl["dataset"], data_dir=FLAGS.data_dir,
+                                 batch_size=fl["batch_size"],
+                                 validation_size=fl["validation_size"], seed=fl["seed"],
+                                 standardize=fl["standardize"])
+    theta0 = tf_unilth.models.build(fl["model"], splits.info.input_shape,
+                                    splits.info.num_classes, seed=fl["seed"])
+    ticket = keras.models.load_model(os.path.join(run, "ticket.keras"), compile=False)
+    mask = {}
+    for layer, trained in zip(theta0.layers, ticket.layers):
+        if isinstance(layer, keras.layers.Dense):  # the prunable weight: kernel, index 0
+            keep = trained.kernel.numpy() != 0
+            mask[f"{layer.name}/0"] = keep
+            layer.kernel.assign(layer.kernel.numpy() * keep)
+    res = analysis.stability_test(
+        theta0, mask, 0, _arrays(splits.train), _arrays(splits.validation),
+        train_steps=FLAGS.steps, batch_size=fl["batch_size"],
+        learning_rate=fl["learning_rate"], seeds=(1, 2))
+    row = {"run": os.path.basename(os.path.normpath(run)), "method": result["method"],
+           "sparsity": result["final"]["sparsity"],
+           "layer_density": {k: float(v.mean()) for k, v in mask.items()},
+           "ticket_val_accuracy": result["final"]["val_accuracy"],
+           "mask_from_theta0_val_accuracy": [float(a) for a in res.test_accuracy],
+           "steps": FLAGS.steps}
+    if FLAGS.lth_run:
+        with open(os.path.join(FLAGS.lth_run, "results.json")) as f:
+            rounds = json.load(f)["rounds"]
+        near = min(rounds, key=lambda r: abs(np.log((1 - r["sparsity"]) /
+                                                    (1 - row["sparsity"]))))
+        row["lth_round"] = {"run": os.path.basename(os.path.normpath(FLAGS.lth_run)),
+                            "round": near["round"], "sparsity": near["sparsity"],
+                            "val_accuracy": near["val_accuracy"]}
+    return row
+
+
+def main(argv):
+    del argv
+    table = {}
+    if os.path.exists(FLAGS.output):
+        with open(FLAGS.output) as f:
+            table = {row["run"]: row for row in json.load(f)["runs"]}
+    for run in FLAGS.runs:
+        row = retrain(run)
+        table[row["run"]] = row
+        lth = row.get("lth_round")
+        print(f"{row['run']}: ticket val {100 * row['ticket_val_accuracy']:.2f}%, its mask "
+              f"from theta_0 {', '.join(f'{100 * a:.2f}%' for a in row['mask_from_theta0_val_accuracy'])}"
+              + (f"; LTH round {lth['round']} ({100 * (1 - lth['sparsity']):.2f}% density) val "
+                 f"{100 * lth['val_accuracy']:.2f}%" if lth else ""), flush=True)
+        with open(FLAGS.output, "w") as f:
+            json.dump({"benchmark": "retrain_mask", "runs": sorted(table.values(),
+                                                                     key=lambda r: r["run"])},
+                      f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)
