@@ -439,7 +439,9 @@ def aggregate():
     report = {"benchmark": "accuracy_vs_sparsity", "protocol": PROTOCOL,
               "runs_finished": sorted(runs), "dense_test_accuracy_mean": dense_acc,
               "matching_dense": match, "cost_ratios": ratios, "targets": tg,
-              "anchors": ANCHORS, "rows": rows, "points": pts}
+              "anchors": ANCHORS, "rows": rows, "points": pts,
+              # Every run's per-round records (results.json "rounds"), for the diagnostics.
+              "round_records": {name: r["rounds"] for name, r in sorted(runs.items())}}
     text = markdown(rows, match, dense_acc, ratios, tg, runs)
     with open(base + ".md", "w") as f:
         f.write(text)
