@@ -311,8 +311,13 @@ def targets(rows, match, dense_acc, ratios):
         if sparse and all(c["random"] is not None for c in sparse) else None,
         "margins": {c["density"]: None if c["random"] is None else c["unidlth"] - c["random"]
                     for c in sparse}}
+    near = nearest(rows, "lth", ANCHORS["imp_matching_density"])
+    dense_row = nearest(rows, "dense", 1.0)
     out["lth_reproduces_anchor"] = {
         "dense_ours": dense_acc, "dense_published": ANCHORS["dense_test_accuracy"],
+        "dense_std": dense_row and dense_row["test_accuracy_std"],
+        "lth_near_anchor": near and {k: near[k] for k in (
+            "density", "test_accuracy_mean", "test_accuracy_std", "seeds")},
         "lth_sparsest_matching_density": match.get("lth", {}).get("density"),
         "published_imp_matching_density": ANCHORS["imp_matching_density"]}
     return out
@@ -410,7 +415,13 @@ def markdown(rows, match, dense_acc, ratios, tg, runs):
               f"{pct(a['dense_published'])}% published; IMP matches dense down to "
               + ("no grid density" if a["lth_sparsest_matching_density"] is None else
                  f"{100 * a['lth_sparsest_matching_density']:.1f}% density")
-              + f" here vs {100 * a['published_imp_matching_density']:.1f}% published."]
+              + f" here vs {100 * a['published_imp_matching_density']:.1f}% published"
+              + ("." if a["lth_near_anchor"] is None or a["dense_std"] is None else
+                 f"; at {100 * a['lth_near_anchor']['density']:.2f}% density LTH has "
+                 + pct(a["lth_near_anchor"]["test_accuracy_mean"],
+                       a["lth_near_anchor"]["test_accuracy_std"])
+                 + f"% ({a['lth_near_anchor']['seeds']} seeds) against dense "
+                 + f"{pct(dense_acc, a['dense_std'])}%.")]
     return "\n".join(lines) + "\n"
 
 
