@@ -64,16 +64,19 @@ PROTOCOL = {
 }
 
 
-def run_specs():
-    """(name, flags) of every run of the grid."""
+def run_specs(methods=None, sparsities=None, seeds=None):
+    """(name, flags) of every run of the grid (by default the flags' selection)."""
+    methods = FLAGS.methods if methods is None else methods
+    sparsities = FLAGS.sparsities if sparsities is None else sparsities
+    seeds = FLAGS.seeds if seeds is None else seeds
     p = PROTOCOL
     common = [f"--data_dir={FLAGS.data_dir}", f"--learning_rate={p['learning_rate']}",
               f"--batch_size={p['batch_size']}", f"--optimizer={p['optimizer']}",
               "--verbose=0"]
     specs = []
     # Per seed, LTH's long trajectories first, so they overlap the short runs.
-    order = sorted(FLAGS.methods, key=lambda m: not m.startswith("lth"))
-    for seed in FLAGS.seeds:
+    order = sorted(methods, key=lambda m: not m.startswith("lth"))
+    for seed in seeds:
         s = [f"--seed={seed}"]
         for method in order:
             if method == "dense":
@@ -86,7 +89,7 @@ def run_specs():
                     f"--epochs={p['lth_epochs']}", f"--prune_rate={p['lth_prune_rate']}",
                     f"--rewind_step={k}"] + s))
             else:
-                for sparsity in FLAGS.sparsities:
+                for sparsity in sparsities:
                     extra = {"random": [f"--epochs={p['random_epochs']}"],
                              "dlth": [f"--epochs={p['dlth_epochs']}",
                                       f"--lambda_delta={p['dlth_lambda_delta']}"],
@@ -332,11 +335,13 @@ def pct(x, std=None, n=None):
     return s + (f" ({n} seed{'s' if n > 1 else ''})" if n is not None and n != 3 else "")
 
 
-def markdown(rows, match, dense_acc, ratios, tg, runs):
+def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
     """The README section: every number below comes from the aggregated rows."""
     grid = [0.2, 0.1, 0.035, 0.02]
     dense = nearest(rows, "dense", 1.0)
-    lines = [f"Runs finished: {len(runs)}. Test accuracy (%), mean ± std over 3 seeds "
+    lines = [f"Runs finished: {len(runs)} of {len(runs) + len(missing)}"
+             + (f" (still to run: {', '.join(missing)})" if missing else "")
+             + ". Test accuracy (%), mean ± std over 3 seeds "
              "unless the parentheses say fewer. LTH: the round nearest the density (its "
              "density in brackets). Dense network (100% density): "
              + (pct(dense["test_accuracy_mean"], dense["test_accuracy_std"], dense["seeds"])
@@ -459,7 +464,11 @@ def aggregate():
               "anchors": ANCHORS, "rows": rows, "points": pts,
               # Every run's per-round records (results.json "rounds"), for the diagnostics.
               "round_records": {name: r["rounds"] for name, r in sorted(runs.items())}}
-    text = markdown(rows, match, dense_acc, ratios, tg, runs)
+    # Missing against the whole default grid, whatever subset this invocation ran.
+    full = run_specs(*(FLAGS[f].default for f in ("methods", "sparsities", "seeds")))
+    missing = sorted({name for name, _ in full} - set(runs))
+    report["runs_missing"] = missing
+    text = markdown(rows, match, dense_acc, ratios, tg, runs, missing)
     with open(base + ".md", "w") as f:
         f.write(text)
     if FLAGS.readme:
