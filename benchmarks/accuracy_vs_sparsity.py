@@ -390,8 +390,8 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
               "| method | " + " | ".join(f"{100 * d:g}%" for d in grid) + " |",
               "|---|" + "---:|" * len(grid)]
     by = {(c["method"], c["density"]): c for c in ratios}
-    lth_row = ["–" if lth_steps_to(rows, d) is None else f"{lth_steps_to(rows, d):,.0f}"
-               for d in grid]
+    lth_row = [("–" if steps is None else f"{steps:,.0f}")
+               for steps in (lth_steps_to(rows, d) for d in grid)]
     lines.append("| LTH steps | " + " | ".join(lth_row) + " |")
     for m in GRID_METHODS:
         cells = [(f"{by[(m, d)]['train_steps_mean']:,.0f} ({by[(m, d)]['ratio']:.2f}x)"

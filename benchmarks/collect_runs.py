@@ -34,20 +34,30 @@ def summary(path):
             "train_steps": r["total"]["train_steps"], "method_info": r.get("method_info")}
 
 
+def load_table(path):
+    """{run name: row} of a JSON table written by `write_table` ({} if absent)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {row["run"]: row for row in json.load(f)["runs"]}
+
+
+def write_table(path, table, **meta):
+    """Writes the rows sorted by run name under "runs", after the `meta` keys."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({**meta, "runs": sorted(table.values(), key=lambda r: r["run"])}, f, indent=1)
+
+
 def main(argv):
     del argv
-    table = {}
-    if os.path.exists(FLAGS.output):
-        with open(FLAGS.output) as f:
-            table = {row["run"]: row for row in json.load(f)["runs"]}
+    table = load_table(FLAGS.output)
     for path in FLAGS.runs:
         if not os.path.exists(os.path.join(path, "results.json")):
             raise app.UsageError(f"{path} has no results.json: the run has not finished.")
         row = summary(path)
         table[row["run"]] = row
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump({"runs": sorted(table.values(), key=lambda r: r["run"])}, f, indent=1)
+    write_table(FLAGS.output, table)
     for row in sorted(table.values(), key=lambda r: r["run"]):
         print(f"{row['run']:28s} {row['method']:8s} s={row['sparsity']:.3f} "
               f"val {100 * row['val_accuracy']:.2f}% test {100 * row['test_accuracy']:.2f}% "

@@ -227,18 +227,10 @@ def run():
                 cells = ", ".join(f"{k} {t:.2f}" for k, t in prof["ms_per_step"].items())
                 print(f"  profile {name:>12s}: {prof['total_ms_per_step']:.2f} ms CPU/step: "
                       f"{cells}", flush=True)
-        results[str(bs)] = {
-            "per_replica_batch": bs // strategy.num_replicas_in_sync,
-            "batches_in_memory": n_batches,
-            "variants": summary,
-            "ratios": so.ratios(summary),
-            "raw_ratios": so.ratios(summary, "raw_median_ms_per_step", "raw_repeats_ms_per_step"),
-            "cpu_ratios": so.ratios(summary, "cpu_median_ms_per_step", "cpu_repeats_ms_per_step"),
-            "op_counts": ops,
-            "profile_cpu_ms_per_step": profiles,
-            "state_after": {v.name: v.state() for v in variants},
-            "descriptions": {v.name: v.description for v in variants},
-        }
+        results[str(bs)] = so.batch_record(
+            summary, variants, n_batches,
+            per_replica_batch=bs // strategy.num_replicas_in_sync, op_counts=ops,
+            profile_cpu_ms_per_step=profiles)
         del variants, ds
         gc.collect()
     machine["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None

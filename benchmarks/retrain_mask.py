@@ -13,22 +13,22 @@ LTH's mask at the same density, trained the same way, without touching test.
 
 import json
 import os
+import sys
 
 import numpy as np
 from absl import app, flags
 
-import tf_unilth
-from tf_unilth import analysis
-from tf_unilth._compat import keras
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import collect_runs  # noqa: E402  (its JSON table helpers and --runs/--output flags)
+import tf_unilth  # noqa: E402
+from tf_unilth import analysis  # noqa: E402
+from tf_unilth._compat import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("runs", [], "find_ticket.py run directories (results.json + ticket.keras).")
 flags.DEFINE_string("lth_run", None, "An LTH run whose round nearest each ticket's density "
                     "is quoted beside it (its rounds train from theta_0 the same way).")
 flags.DEFINE_string("data_dir", os.environ.get("TFDS_DATA_DIR"), "TFDS data dir with mnist.")
 flags.DEFINE_integer("steps", 9170, "Training steps from theta_0 (10 epochs at batch 60).")
-flags.DEFINE_string("output", None, "JSON file (entries already in it are kept).")
-flags.mark_flag_as_required("output")
 
 
 def _arrays(ds):
@@ -76,10 +76,7 @@ def retrain(run):
 
 def main(argv):
     del argv
-    table = {}
-    if os.path.exists(FLAGS.output):
-        with open(FLAGS.output) as f:
-            table = {row["run"]: row for row in json.load(f)["runs"]}
+    table = collect_runs.load_table(FLAGS.output)
     for run in FLAGS.runs:
         row = retrain(run)
         table[row["run"]] = row
@@ -88,10 +85,7 @@ def main(argv):
               f"from theta_0 {', '.join(f'{100 * a:.2f}%' for a in row['mask_from_theta0_val_accuracy'])}"
               + (f"; LTH round {lth['round']} ({100 * (1 - lth['sparsity']):.2f}% density) val "
                  f"{100 * lth['val_accuracy']:.2f}%" if lth else ""), flush=True)
-        with open(FLAGS.output, "w") as f:
-            json.dump({"benchmark": "retrain_mask", "runs": sorted(table.values(),
-                                                                     key=lambda r: r["run"])},
-                      f, indent=1)
+        collect_runs.write_table(FLAGS.output, table, benchmark="retrain_mask")
 
 
 if __name__ == "__main__":

@@ -481,6 +481,20 @@ def plot(results, batch_sizes, names, path):
     plt.close(fig)
 
 
+def batch_record(summary, variants, n_batches, **extra):
+    """One batch size's entry of the results JSON (`extra`: benchmark-specific keys)."""
+    return {
+        **extra,
+        "batches_in_memory": n_batches,
+        "variants": summary,
+        "ratios": ratios(summary),
+        "raw_ratios": ratios(summary, "raw_median_ms_per_step", "raw_repeats_ms_per_step"),
+        "cpu_ratios": ratios(summary, "cpu_median_ms_per_step", "cpu_repeats_ms_per_step"),
+        "state_after": {v.name: v.state() for v in variants},
+        "descriptions": {v.name: v.description for v in variants},
+    }
+
+
 # --------------------------------------------------------------------------
 
 def run(variant_factories, output_name):
@@ -501,15 +515,7 @@ def run(variant_factories, output_name):
         raw = measure(variants, ds, FLAGS.steps, FLAGS.repeats, FLAGS.n_empty,
                       FLAGS.max_foreign_load, FLAGS.retries)
         summary = summarize(raw, FLAGS.steps)
-        results[str(bs)] = {
-            "batches_in_memory": n_batches,
-            "variants": summary,
-            "ratios": ratios(summary),
-            "raw_ratios": ratios(summary, "raw_median_ms_per_step", "raw_repeats_ms_per_step"),
-            "cpu_ratios": ratios(summary, "cpu_median_ms_per_step", "cpu_repeats_ms_per_step"),
-            "state_after": {v.name: v.state() for v in variants},
-            "descriptions": {v.name: v.description for v in variants},
-        }
+        results[str(bs)] = batch_record(summary, variants, n_batches)
         del variants, ds
         gc.collect()
     machine["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
