@@ -253,9 +253,11 @@ class Rewind(keras.callbacks.Callback):
 
     def _restore(self, path):
         if self.restore_optimizer:
-            # A fresh root: the manager's save_counter is bookkeeping, not state.
+            # A fresh root: the manager's save_counter is bookkeeping, not
+            # state, so it is left unread on purpose (expect_partial keeps TF
+            # from warning about it at every rewind).
             tf.train.Checkpoint(weights=self._weights, optimizer=self.model.optimizer).read(
-                path).assert_existing_objects_matched()
+                path).assert_existing_objects_matched().expect_partial()
         else:
             tf.train.Checkpoint(weights=self._weights).read(path).expect_partial()
             reset_optimizer(self.model.optimizer)
