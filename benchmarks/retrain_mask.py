@@ -31,11 +31,6 @@ flags.DEFINE_string("data_dir", os.environ.get("TFDS_DATA_DIR"), "TFDS data dir 
 flags.DEFINE_integer("steps", 9170, "Training steps from theta_0 (10 epochs at batch 60).")
 
 
-def _arrays(ds):
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def retrain(run):
     with open(os.path.join(run, "results.json")) as f:
         result = json.load(f)
@@ -47,14 +42,13 @@ def retrain(run):
     theta0 = tf_unilth.models.build(fl["model"], splits.info.input_shape,
                                     splits.info.num_classes, seed=fl["seed"])
     ticket = keras.models.load_model(os.path.join(run, "ticket.keras"), compile=False)
-    mask = {}
-    for layer, trained in zip(theta0.layers, ticket.layers):
-        if isinstance(layer, keras.layers.Dense):  # the prunable weight: kernel, index 0
-            keep = trained.kernel.numpy() != 0
-            mask[f"{layer.name}/0"] = keep
-            layer.kernel.assign(layer.kernel.numpy() * keep)
+    # The ticket's zeros, keyed by theta_0's layer names; stability_test applies
+    # the mask to theta_0 itself.
+    mask = {f"{layer.name}/0": trained.kernel.numpy() != 0  # the kernel: weight index 0
+            for layer, trained in zip(theta0.layers, ticket.layers)
+            if isinstance(layer, keras.layers.Dense)}
     res = analysis.stability_test(
-        theta0, mask, 0, _arrays(splits.train), _arrays(splits.validation),
+        theta0, mask, 0, splits.train, splits.validation,
         train_steps=FLAGS.steps, batch_size=fl["batch_size"],
         learning_rate=fl["learning_rate"], seeds=(1, 2))
     row = {"run": os.path.basename(os.path.normpath(run)), "method": result["method"],

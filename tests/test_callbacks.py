@@ -1,5 +1,8 @@
 """PlateauTrigger and Rewind."""
 
+import gc
+import logging
+
 import numpy as np
 import pytest
 
@@ -148,8 +151,6 @@ def test_rewind_without_step_checkpoint_is_a_clear_error(tmp_path):
 def test_rewind_restore_leaves_no_unrestored_checkpoint_warning(tmp_path, caplog):
     # The checkpoint's save_counter is bookkeeping the restore leaves out on
     # purpose; TF must not warn the user about it at every rewind.
-    import gc
-    import logging
     x, y = toy_data(n=64)
     model = compile_model(pruned_toy())
     rewind = callbacks.Rewind(str(tmp_path), keep_epochs=2)
