@@ -51,3 +51,29 @@ def test_examples_and_benchmarks_are_binaries_and_deps_resolve():
         for dep in deps:
             if dep.startswith(":"):
                 assert dep[1:] in names, f"{name} depends on unknown target {dep}"
+
+
+def test_library_deps_are_exactly_the_imports():
+    import import_graph  # pylint: disable=import-outside-toplevel
+    owner = {}
+    declared = {}
+    for kind, name, srcs, deps in _targets():
+        if kind != "py_library" or name == "test_helpers":
+            continue
+        declared[name] = {d[1:] for d in deps}
+        for src in srcs:
+            owner[import_graph.module_name(ROOT / src)] = name
+    needed = {name: set() for name in declared}
+    for module, imported in import_graph.graph().items():
+        needed[owner[module]].update(owner[m] for m in imported if owner[m] != owner[module])
+    assert needed == declared
+
+
+def test_no_import_cycle_among_the_package_modules():
+    import import_graph  # pylint: disable=import-outside-toplevel
+    edges = import_graph.graph()
+    assert edges["tf_unilth.sparsity.mask"] == set()  # the core imports nothing of ours
+    assert import_graph.cycles(edges) == []
+    # ... and a cycle is found when there is one.
+    assert import_graph.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
+        ["a", "b", "c"]]

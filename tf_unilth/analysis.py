@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tf_unilth._compat import check_model, keras, tf, tfmot
+from tf_unilth._compat import check_model, keras, prunable_weights, tf, tfmot
 from tf_unilth import callbacks as callbacks_lib
 from tf_unilth import masks as masks_lib
 from tf_unilth import training
@@ -137,12 +137,7 @@ def _own_weights(layer):
 
 
 def _prunable_variables(layer):
-    if hasattr(layer, "get_prunable_weights"):
-        return list(layer.get_prunable_weights())
-    if wrapper_lib.prune_registry.PruneRegistry.supports(layer):
-        return [getattr(layer, name) for name in
-                wrapper_lib.prune_registry.PruneRegistry._weight_names(layer)]  # pylint: disable=protected-access
-    return []
+    return prunable_weights(layer)
 
 
 def _parameters(plain):

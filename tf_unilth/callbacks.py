@@ -30,11 +30,12 @@ def current_step(model):
 
 
 class UpdatePruningStep(tfmot.sparsity.keras.UpdatePruningStep):
-    """tfmot's `UpdatePruningStep`, also handing optimizer slots to the wrappers."""
+    """tfmot's `UpdatePruningStep`, also handing optimizer slots to the wrappers
+    (works on models pruned by tfmot's `prune_low_magnitude` too)."""
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        masks_lib.attach_optimizer(self.model)
+        wrapper_lib.link_optimizer(self.model)
 
 
 class PlateauTrigger(keras.callbacks.EarlyStopping):
@@ -131,15 +132,10 @@ class PlateauTrigger(keras.callbacks.EarlyStopping):
 
 
 def _rewindable_variables(model):
-    """Model variables a rewind restores: all but masks, thresholds, steps and
-    regularizer state (which belong to the pruning, not to the weights)."""
-    skip = set()
-    for layer in wrapper_lib.wrappers(model):
-        skip.add(id(layer.pruning_step))
-        for _, mask, threshold in layer.pruning_vars:
-            skip.update((id(mask), id(threshold)))
-    for reg in reg_lib.regularizers(model).values():
-        skip.update(id(v) for v in reg.variables)
+    """Model variables a rewind restores: all but what the wrappers say belongs
+    to the pruning (masks, thresholds, steps). Removal plans, penalties and
+    schedules are modules outside the model's variables."""
+    skip = {id(v) for v in wrapper_lib.pruning_state_variables(model)}
     return [v for v in model.variables if id(v) not in skip]
 
 
@@ -235,7 +231,7 @@ class Rewind(keras.callbacks.Callback):
             return
         if self.directory is None:
             self.directory = tempfile.mkdtemp(prefix="tf_unilth_rewind_")
-        masks_lib.attach_optimizer(self.model)
+        wrapper_lib.link_optimizer(self.model)
         variables = {f"v{i}": v for i, v in enumerate(_rewindable_variables(self.model))}
         self._weights = tf.train.Checkpoint(**variables)
         self._checkpoint = tf.train.Checkpoint(weights=self._weights,

@@ -48,7 +48,7 @@ import time
 import numpy as np
 
 from tf_unilth._compat import check_model, is_keras3_object, keras, tf
-from tf_unilth import wrapper
+from tf_unilth import serialization, wrapper
 
 _log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def load_ticket(path):
             "examples/find_ticket.py wrote to its --output_dir (e.g. "
             "--ticket=runs/unilth_mnist/ticket.keras).")
     try:
-        return keras.models.load_model(path, custom_objects=wrapper.CUSTOM_OBJECTS, compile=False)
+        return serialization.load_model(path, compile=False)
     except Exception as err:  # pylint: disable=broad-except
         raise ValueError(
             f"Could not load {path!r} with tf_keras ({type(err).__name__}: {err}). A file "

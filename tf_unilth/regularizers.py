@@ -1,11 +1,12 @@
 """DLTH's growing L2 penalty on the weights that are about to be removed.
 
 penalty = 0.5 * lambda * sum((w * s)^2), where s marks the selected weights.
-Both lambda and s live in variables (the regularizer is also a `tf.Module`,
-so checkpoints and SavedModel carry them). Lambda's growth runs inside the
+Attached to a pruned model (`attach`), s is the wrapper's removal plan (the
+weights its next pruning event removes) and the penalty lives on the wrapper:
+a stripped ticket carries no regularizer. Lambda's growth runs inside the
 training step: `LambdaGrowth` evaluates the curve from the wrappers' step
 counter, so raising lambda costs neither a per-batch Python callback nor a
-retrace; controllers only move s and the curve's start from round to round.
+retrace; controllers only move the plan and the curve's start.
 """
 
 import weakref
@@ -13,26 +14,39 @@ import weakref
 import numpy as np
 
 from tf_unilth._compat import keras, tf
-from tf_unilth import masks as masks_lib
 from tf_unilth import wrapper as wrapper_lib
+from tf_unilth.sparsity.mask import Mask
 
 
 @keras.utils.register_keras_serializable(package="tf_unilth")
 class GrowingRegularizer(keras.regularizers.Regularizer, tf.Module):
     """0.5 * lambda * ||w * s||^2 with lambda and the selection s in variables.
 
-    Alone, lambda is the `lambda_value` variable. Attached to a pruned model
-    (`attach`), lambda comes from the model's shared `LambdaGrowth`.
+    Standalone (`GrowingRegularizer(shape)`), s is its own `selection`
+    variable and lambda its `lambda_value`. Attached to a pruned model by
+    `attach`, s is the wrapper's removal plan and lambda comes from the
+    model's shared `LambdaGrowth`.
     """
 
-    def __init__(self, shape, lambda_value=0.0, name="growing_regularizer"):
+    def __init__(self, shape=None, lambda_value=0.0, name="growing_regularizer",
+                 selection=None):
         tf.Module.__init__(self, name=name)
-        self.shape = tuple(int(d) for d in shape)
         self.lambda_value = tf.Variable(float(lambda_value), trainable=False,
                                         dtype=tf.float32, name="lambda")
-        self.selection = tf.Variable(tf.zeros(self.shape), trainable=False,
-                                     dtype=tf.float32, name="selection")
+        self.selection = None
+        self.shape = None
+        if selection is not None:
+            self.read_selection_from(selection)
+        elif shape is not None:
+            self.shape = tuple(int(d) for d in shape)
+            self.selection = tf.Variable(tf.zeros(self.shape), trainable=False,
+                                         dtype=tf.float32, name="selection")
         self.growth = None
+
+    def read_selection_from(self, variable):
+        """Uses `variable` (a wrapper's removal plan) as the selection s."""
+        self.selection = variable
+        self.shape = tuple(int(d) for d in variable.shape)
 
     def current_lambda(self):
         return self.lambda_value if self.growth is None else self.growth()
@@ -52,8 +66,8 @@ class GrowingRegularizer(keras.regularizers.Regularizer, tf.Module):
     def get_config(self):
         # The selection and lambda are state, restored with the weights of a
         # checkpoint; the config rebuilds an equivalent, empty regularizer.
-        return {"shape": list(self.shape), "lambda_value": float(self.lambda_value.numpy()),
-                "name": self.name}
+        return {"shape": list(self.shape) if self.shape else None,
+                "lambda_value": float(self.lambda_value.numpy()), "name": self.name}
 
 
 class LambdaGrowth(tf.Module):
@@ -74,7 +88,6 @@ class LambdaGrowth(tf.Module):
 
     def __init__(self, step, name="lambda_growth"):
         super().__init__(name=name)
-        # The wrappers' step counter; not tracked (it belongs to the wrapper).
         object.__setattr__(self, "_step", step)
         # Lambda computed once per traced graph, shared by every regularizer's
         # penalty (it is ~15 scalar ops; per-op dispatch dominates at this size).
@@ -124,90 +137,55 @@ class LambdaGrowth(tf.Module):
         return float(self())
 
 
-_REGULARIZER_ATTR = {"kernel": "kernel_regularizer", "embeddings": "embeddings_regularizer",
-                     "depthwise_kernel": "depthwise_regularizer",
-                     "pointwise_kernel": "pointwise_regularizer"}
-
-
 def attach(model):
     """Gives every prunable weight of a wrapped model a GrowingRegularizer.
 
-    Works on models that are already built and wrapped: the penalty is added as
-    a callable loss of the inner layer (what Keras itself does for
-    `kernel_regularizer`), and the layer's `*_regularizer` attribute is set too
-    so saved configs rebuild it. Each wrapper's pruning events then remove
-    exactly the selected weights (and report how far magnitude agreed).
-    Returns {key: regularizer}; attaching twice returns the existing ones.
-    Call it before the first `fit` (the selection is part of the traced step).
+    The penalty is a callable loss of the wrapper (what Keras itself does for
+    `kernel_regularizer`), reading the wrapper's removal plan, so each pruning
+    event removes exactly the penalized weights (and reports how far magnitude
+    agreed). Works on built or unbuilt models; call it before the first `fit`
+    (the penalty is part of the traced step). Returns {key: regularizer};
+    attaching twice returns the existing ones. A model wrapped by tfmot's own
+    `prune_low_magnitude` is refused before anything changes.
     """
+    layers = wrapper_lib.ours(model, "regularizers.attach")
     found = regularizers(model)
     if found:
-        _link_selections(model, found)
         return found
-    result = {}
-    records = masks_lib.pruned_weights(model)
-    if not records:
-        raise ValueError("attach needs a model wrapped by tf_unilth.prune (no pruned weight found).")
     with model.distribute_strategy.scope():
-        growth = LambdaGrowth(records[0].wrapper.pruning_step)
-        for record in records:
-            layer = record.wrapper.layer
-            reg = GrowingRegularizer(record.weight.shape,
-                                     name=f"growing_regularizer_{record.index}")
-            reg.growth = growth
-            attr = next((a for a, v in vars(layer).items() if v is record.weight), None)
-            if attr in _REGULARIZER_ATTR and getattr(layer, _REGULARIZER_ATTR[attr], None) is None:
-                setattr(layer, _REGULARIZER_ATTR[attr], reg)
-            layer.add_loss(_penalty(reg, record.weight))
-            record.wrapper._tf_unilth_regularizers = getattr(  # pylint: disable=protected-access
-                record.wrapper, "_tf_unilth_regularizers", {})
-            record.wrapper._tf_unilth_regularizers[str(record.index)] = reg  # pylint: disable=protected-access
-            result[record.key] = reg
-    _link_selections(model, result)
-    return result
-
-
-def _link_selections(model, regs):
-    # The weights a regularizer extrudes are the ones the next pruning event
-    # removes: tfmot's magnitude criterion runs and is measured against them,
-    # and where the two differ the selection wins (see MonotonePruning).
-    for layer in wrapper_lib.wrappers(model):
-        keys = [f"{layer.layer.name}/{i}" for i in range(len(layer.pruning_vars))]
-        layer.pruning_obj.set_selections([regs[k].selection if k in regs else None
-                                          for k in keys])
-
-
-def _penalty(reg, weight):
-    # A closure without arguments: Keras traces callable losses for SavedModel,
-    # and default arguments would become (unencodable) function inputs.
-    def penalty():
-        return reg(weight)
-    return penalty
+        for layer in layers:
+            if not layer.built:
+                raise ValueError(f"Layer {layer.name} is not built; build the model (call it "
+                                 "on an input or give it an Input) before attach.")
+        growth = LambdaGrowth(layers[0].pruning_step)
+        for layer in layers:
+            penalties = []
+            for i, plan in enumerate(layer.removal_plan.plans):
+                penalty = GrowingRegularizer(selection=plan, name=f"growing_regularizer_{i}")
+                penalty.growth = growth
+                penalties.append(penalty)
+            layer.attach_penalties(penalties)
+    return regularizers(model)
 
 
 def regularizers(model):
     """{key: GrowingRegularizer} attached to `model` (by `attach` or a config)."""
     found = {}
-    for record in masks_lib.pruned_weights(model):
-        attached = getattr(record.wrapper, "_tf_unilth_regularizers", {})
-        if str(record.index) in attached:
-            found[record.key] = attached[str(record.index)]
-            continue
-        layer = record.wrapper.layer
-        attr = next((a for a, v in vars(layer).items() if v is record.weight), None)
-        reg = getattr(layer, _REGULARIZER_ATTR.get(attr, ""), None)
-        if isinstance(reg, GrowingRegularizer):
-            found[record.key] = reg
+    for layer in wrapper_lib.wrappers(model):
+        for i, penalty in enumerate(getattr(layer, "penalties", None) or []):
+            found[Mask.key(layer.layer.name, i)] = penalty
     return found
 
 
 def set_selection(model, selection):
-    """Points each weight's regularizer at the selected weights (others: 0)."""
-    regs = regularizers(model)
-    if not regs:
+    """Sets the weights each pruned weight's penalty (and next event) targets;
+    keys missing from `selection` target nothing."""
+    layers = wrapper_lib.ours(model, "regularizers.set_selection")
+    if not regularizers(model):
         raise ValueError("No GrowingRegularizer attached; call tf_unilth.regularizers.attach(model).")
-    for key, reg in regs.items():
-        reg.select(selection.get(key, np.zeros(reg.shape, bool)))
+    for layer in layers:
+        layer.set_removal_plan([selection.get(Mask.key(layer.layer.name, i))
+                                for i in range(len(layer.pruning_vars))])
 
 
 def growth(model):

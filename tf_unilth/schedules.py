@@ -12,47 +12,12 @@ sees step 1. A plan started with `start(step)` while the wrapper is at `step`
 prunes at `step + offset` for each offset: offset 1 is the very next batch.
 """
 
-import numpy as np
-
 from tf_unilth._compat import keras, tf, tfmot
+from tf_unilth.sparsity.plans import (check_sparsity, fixed_rate_densities,  # noqa: F401
+                                      geometric_densities, rounds_to_reach)
 
 _PruningSchedule = tfmot.sparsity.keras.PruningSchedule
-
-
-def geometric_densities(target_sparsity, rounds, start_density=1.0):
-    """Densities d_i = start * (d_target / start)^(i/R), i = 1..R."""
-    _check_sparsity(target_sparsity)
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}.")
-    end = 1.0 - target_sparsity
-    if end > start_density:
-        raise ValueError(
-            f"Target density {end:.4f} is above the current density "
-            f"{start_density:.4f}: pruning can only remove weights.")
-    return [start_density * (end / start_density) ** (i / rounds)
-            for i in range(1, rounds + 1)]
-
-
-def fixed_rate_densities(rate, rounds, start_density=1.0):
-    """Densities after removing `rate` of the remaining weights per round."""
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"Pruning rate must be in (0, 1), got {rate}.")
-    return [start_density * (1.0 - rate) ** i for i in range(1, rounds + 1)]
-
-
-def rounds_to_reach(target_sparsity, rate):
-    """Rounds of fixed `rate` needed to reach at least `target_sparsity`."""
-    _check_sparsity(target_sparsity)
-    if target_sparsity == 0.0:
-        return 0
-    return int(np.ceil(np.log(1.0 - target_sparsity) / np.log(1.0 - rate) - 1e-9))
-
-
-def _check_sparsity(sparsity, name="target sparsity"):
-    if not (isinstance(sparsity, (int, float, np.floating)) and 0.0 <= sparsity < 1.0):
-        raise ValueError(
-            f"The {name} must be a number in [0, 1) (fraction of prunable weights "
-            f"removed), got {sparsity!r}.")
+_check_sparsity = check_sparsity  # the name earlier versions used
 
 
 @keras.utils.register_keras_serializable(package="tf_unilth")
@@ -187,3 +152,24 @@ class OneShotSchedule(TriggeredSchedule):
         return {"class_name": self.__class__.__name__,
                 "config": {"sparsity": self._config_sparsities[0], "name": self.name}}
 
+
+
+def deserialize(schedule):
+    """A PruningSchedule from its config: ours or tfmot's."""
+    if isinstance(schedule, _PruningSchedule):
+        return schedule
+    known = {
+        "TriggeredSchedule": TriggeredSchedule,
+        "OneShotSchedule": OneShotSchedule,
+        "ConstantSparsity": tfmot.sparsity.keras.ConstantSparsity,
+        "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay,
+    }
+    if isinstance(schedule, str):
+        raise ValueError(
+            f"Pruning schedule was saved as the bare string {schedule!r}, without "
+            "its config; it cannot be restored. Save with tf_unilth >= 0.1.")
+    name = schedule["class_name"].split(">")[-1]
+    if name not in known:
+        raise ValueError(f"Unknown pruning schedule {schedule['class_name']!r}; "
+                         f"known: {sorted(known)}.")
+    return known[name].from_config(schedule["config"])

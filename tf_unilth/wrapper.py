@@ -5,27 +5,36 @@ optimizer still updates removed weights between passes (so Adam/momentum state
 keeps moving them), the magnitude ranking then sees those stray values, and a
 mask can grow back. Under MirroredStrategy the per-step assignment is also an
 all-reduce of every masked weight. `MonotonePruneLowMagnitude` keeps tfmot's
-wrapper, schedule protocol and magnitude criterion, and changes three things:
+wrapper, schedule protocol, magnitude criterion and weights (the same five
+variables a Dense layer, so weights move between tfmot's models and ours), and
+changes three things:
 
 1. the layer computes with `weight * mask`, so removed weights get exactly zero
    gradient (nothing leaks through gradient clipping, weight decay or slots);
 2. on a mask update the new mask is the magnitude mask of the *surviving*
    weights AND the old mask, and the weights and the optimizer slots of newly
-   removed entries are set to 0 in the same step (so Adam/momentum cannot drift
-   them); masks therefore only shrink and removed weights stay exactly 0;
-3. no per-step weight assignment (nor its all-reduce) is needed any more.
+   removed entries are set to 0 in the same step; a variable constraint
+   (applied by every tf_keras optimizer after its update) keeps them at 0
+   even when no optimizer slots were handed over (tfmot's own
+   `UpdatePruningStep`). Masks therefore only shrink and removed weights stay
+   exactly 0 at every step;
+3. no per-step weight assignment before the forward pass (nor its all-reduce).
+
+The wrapper owns all of a layer's pruning state: mask, threshold and step
+(tfmot's), and the *removal plan*: per prunable weight, the entries the next
+pruning event must remove (set by a controller; all zero = tfmot's magnitude
+criterion decides). A growing penalty (`regularizers.attach`) reads the plan
+and is attached to the wrapper, so `strip` leaves a plain tf_keras model.
 """
 
-import contextlib
 import inspect
 
-from tensorflow_model_optimization.python.core.sparsity.keras import (
-    prune_registry, pruning_impl, pruning_wrapper)
-
-from tf_unilth._compat import check_model, keras, tf, tfmot
+from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optimizer,
+                               check_model, collect_prunable_layers, keras, magnitude_mask,
+                               optimizer_slots, prunable_weight_count, pruning_parts,
+                               rename_layer, set_variable_constraint, smart_cond, tf, tfmot)
 from tf_unilth import schedules as schedules_lib
-
-_TfmotWrapper = pruning_wrapper.PruneLowMagnitude
+from tf_unilth.sparsity.mask import Mask
 
 
 def _strategy_update(distribution, var, fn, *args):
@@ -34,66 +43,76 @@ def _strategy_update(distribution, var, fn, *args):
     return distribution.extended.update(var, fn, args=args, group=False)
 
 
-class MonotonePruning(pruning_impl.Pruning):
-    """tfmot's magnitude pruning, restricted to surviving weights and monotone."""
+class RemovalPlan(tf.Module):
+    """Per prunable weight of one wrapper: the entries the next pruning event
+    removes (1 = remove), and how far tfmot's magnitude criterion agreed at the
+    last event. Kept in a tf.Module, not as layer weights: checkpoints carry
+    it, `get_weights`/`set_weights` stay tfmot's."""
 
-    def __init__(self, *args, selected_count, agreed_count, **kwargs):
+    def __init__(self, weights, name="removal_plan"):
+        super().__init__(name=name)
+        self.plans = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False,
+                                  name=f"plan_{i}") for i, w in enumerate(weights)]
+        self.selected_count = tf.Variable(
+            0.0, trainable=False, name="selected_count",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.agreed_count = tf.Variable(
+            0.0, trainable=False, name="agreed_count",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+class MonotonePruning(TfmotPruning):
+    """tfmot's magnitude pruning, restricted to surviving weights and monotone.
+
+    With a non-empty removal plan, an event still computes tfmot's magnitude
+    mask, counts how many planned weights it agrees on, and then removes
+    exactly the planned surviving weights ("the plan wins"). An all-zero plan
+    leaves the magnitude mask in charge.
+    """
+
+    def __init__(self, *args, removal_plan, **kwargs):
         super().__init__(*args, **kwargs)
-        self._slots = [[] for _ in self._pruning_vars]
-        self._selections = [None for _ in self._pruning_vars]
-        # Selection fidelity of the last event: how many selected weights the
-        # magnitude criterion also chose (variables owned by the wrapper).
-        self.selected_count = selected_count
-        self.agreed_count = agreed_count
+        self.removal_plan = removal_plan
+        self._slots = [[] for _ in pruning_parts(self)[0]]
 
     def set_optimizer_slots(self, slots_per_weight):
         """Optimizer variables shaped like each weight, zeroed where removed."""
         self._slots = [list(s) for s in slots_per_weight]
 
-    def set_selections(self, selections):
-        """0/1 variables marking the weights the next event must remove.
-
-        With a selection, an event still computes tfmot's magnitude mask, counts
-        how many selected weights it agrees on, and then removes exactly the
-        selected surviving weights ("the selection wins"). An all-zero
-        selection leaves the magnitude mask in charge.
-        """
-        self._selections = list(selections)
-
-    def _new_mask(self, weight, mask, selection):
-        threshold, magnitude_mask = self._maybe_update_block_mask(weight * mask)
-        magnitude_mask = magnitude_mask * mask
-        if selection is None:
-            return threshold, magnitude_mask, 0.0, 0.0
-        chosen = mask * tf.cast(selection, mask.dtype)
-        n_selected = tf.reduce_sum(chosen)
-        agreed = tf.reduce_sum(chosen * (1.0 - magnitude_mask))
-        new_mask = tf.where(n_selected > 0, mask * (1.0 - chosen), magnitude_mask)
-        return threshold, new_mask, n_selected, agreed
+    def _new_mask(self, weight, mask, plan):
+        threshold, by_magnitude = magnitude_mask(self, weight * mask)
+        by_magnitude = by_magnitude * mask
+        chosen = mask * tf.cast(plan, mask.dtype)
+        n_planned = tf.reduce_sum(chosen)
+        agreed = tf.reduce_sum(chosen * (1.0 - by_magnitude))
+        new_mask = tf.where(n_planned > 0, mask * (1.0 - chosen), by_magnitude)
+        return threshold, new_mask, n_planned, agreed
 
     def conditional_mask_update(self):
+        pruning_vars, schedule, step_fn = pruning_parts(self)
+        plan = self.removal_plan
+
         def apply(distribution):
-            ops, selected, agreed = [], 0.0, 0.0
+            ops, planned, agreed = [], 0.0, 0.0
             assign = lambda v, value: v.assign(value)  # noqa: E731
-            for (weight, mask, threshold), slots, selection in zip(
-                    self._pruning_vars, self._slots, self._selections):
-                new_threshold, new_mask, n_sel, n_agree = self._new_mask(
-                    weight, mask, selection)
-                selected, agreed = selected + n_sel, agreed + n_agree
-                scale = lambda v, m: v.assign(v * tf.cast(m, v.dtype))  # noqa: E731
+            scale = lambda v, m: v.assign(v * tf.cast(m, v.dtype))  # noqa: E731
+            for (weight, mask, threshold), slots, plan_i in zip(
+                    pruning_vars, self._slots, plan.plans):
+                new_threshold, new_mask, n_plan, n_agree = self._new_mask(weight, mask, plan_i)
+                planned, agreed = planned + n_plan, agreed + n_agree
                 ops.append(_strategy_update(distribution, mask, assign, new_mask))
                 ops.append(_strategy_update(distribution, threshold, assign, new_threshold))
                 ops.append(_strategy_update(distribution, weight, scale, new_mask))
                 for slot in slots:
                     ops.append(_strategy_update(distribution, slot, scale, new_mask))
-            ops.append(_strategy_update(distribution, self.selected_count, assign,
-                                        tf.cast(selected, tf.float32)))
-            ops.append(_strategy_update(distribution, self.agreed_count, assign,
+            ops.append(_strategy_update(distribution, plan.selected_count, assign,
+                                        tf.cast(planned, tf.float32)))
+            ops.append(_strategy_update(distribution, plan.agreed_count, assign,
                                         tf.cast(agreed, tf.float32)))
             return tf.group(ops)
 
         def maybe_apply(distribution=None):
-            should_prune = self._pruning_schedule(self._step_fn())[0]
+            should_prune = schedule(step_fn())[0]
             return tf.cond(should_prune, lambda: apply(distribution), tf.no_op)
 
         if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
@@ -105,15 +124,31 @@ class MonotonePruning(pruning_impl.Pruning):
     def weight_mask_op(self):
         """weights <- weights * mask, outside the training step (no reduction)."""
         if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-            return tf.distribute.get_replica_context().merge_call(
-                lambda d: self._mask_weights(d))
+            return tf.distribute.get_replica_context().merge_call(self._mask_weights)
         return self._mask_weights(
             tf.distribute.get_strategy() if tf.distribute.has_strategy() else None)
 
     def _mask_weights(self, distribution):
         scale = lambda v, m: v.assign(v * tf.cast(m, v.dtype))  # noqa: E731
         return tf.group([_strategy_update(distribution, w, scale, m)
-                         for w, m, _ in self._pruning_vars])
+                         for w, m, _ in pruning_parts(self)[0]])
+
+
+class _KeepRemovedAtZero:
+    """Variable constraint: the user's constraint (if any), then weight * mask.
+
+    tf_keras optimizers apply it after every update, in the training step.
+    Survivors are multiplied by exactly 1.0, so training is bitwise unchanged;
+    it only matters when the optimizer's slots were never handed to the
+    wrapper (training driven by tfmot's own `UpdatePruningStep`)."""
+
+    def __init__(self, mask, original=None):
+        self.mask, self.original = mask, original
+
+    def __call__(self, weight):
+        if self.original is not None:
+            weight = self.original(weight)
+        return weight * tf.cast(self.mask, weight.dtype)
 
 
 def _weight_attributes(layer, weights):
@@ -137,35 +172,49 @@ def _weight_attributes(layer, weights):
     return found
 
 
-@contextlib.contextmanager
-def _masked_attributes(pairs, tensors):
-    # object.__setattr__ bypasses Keras attribute tracking: the swap is only for
-    # the duration of one call and must not (un)track any variable.
-    originals = []
-    try:
-        for pair, tensor in zip(pairs, tensors):
+class _MaskedAttributes:
+    """For one call: the layer reads `weight * mask` where it reads `weight`.
+
+    object.__setattr__ bypasses Keras attribute tracking: the swap must not
+    (un)track any variable."""
+
+    def __init__(self, pairs, tensors):
+        self.pairs, self.tensors, self.originals = pairs, tensors, []
+
+    def __enter__(self):
+        for pair, tensor in zip(self.pairs, self.tensors):
             if pair is None:
                 continue
             owner, attr = pair
-            originals.append((owner, attr, getattr(owner, attr)))
+            self.originals.append((owner, attr, getattr(owner, attr)))
             object.__setattr__(owner, attr, tensor)
-        yield
-    finally:
-        for owner, attr, value in reversed(originals):
+
+    def __exit__(self, *exc):
+        for owner, attr, value in reversed(self.originals):
             object.__setattr__(owner, attr, value)
+        self.originals = []
 
 
 @keras.utils.register_keras_serializable(package="tf_unilth")
-class MonotonePruneLowMagnitude(_TfmotWrapper):
-    """`tfmot.sparsity.keras.PruneLowMagnitude` with monotone masks (see module doc)."""
+class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
+    """`tfmot.sparsity.keras.PruneLowMagnitude` with monotone masks (see module doc).
+
+    Named like tfmot's wrapper (`prune_low_magnitude_<layer>`), so code that
+    looks layers up by tfmot's names keeps working.
+    """
+
+    def __init__(self, layer, *args, penalties=None, **kwargs):
+        super().__init__(layer, *args, **kwargs)
+        rename_layer(self, f"prune_low_magnitude_{self.layer.name}")
+        self._penalty_configs = penalties  # rebuilt in build, from a saved config
+        self.penalties = []
 
     def build(self, input_shape):
         super().build(input_shape)
-        counts = [self.add_weight(name, shape=[], initializer="zeros", trainable=False,
-                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                  for name in ("selected_count", "agreed_count")]
+        weights = [w for w, _, _ in self.pruning_vars]
+        self.removal_plan = RemovalPlan(weights)
         self.pruning_obj = MonotonePruning(
-            selected_count=counts[0], agreed_count=counts[1],
+            removal_plan=self.removal_plan,
             training_step_fn=lambda: self.pruning_step,
             pruning_vars=self.pruning_vars,
             pruning_schedule=self.pruning_schedule,
@@ -177,6 +226,12 @@ class MonotonePruneLowMagnitude(_TfmotWrapper):
         self._assign_masked = [
             (w, m) for (w, m, _), pair in zip(self.pruning_vars, self._weight_attrs)
             if pair is None]
+        for weight, mask, _ in self.pruning_vars:
+            set_variable_constraint(weight, _KeepRemovedAtZero(mask, weight.constraint))
+        if self._penalty_configs:
+            from_config = self._penalty_configs
+            self._penalty_configs = None
+            self._rebuild_penalties(from_config)
 
     def call(self, inputs, training=None, **kwargs):
         if training is None:
@@ -189,67 +244,87 @@ class MonotonePruneLowMagnitude(_TfmotWrapper):
                         message=self._PRUNE_CALLBACK_ERROR_MSG)]):
                     return tf.group(self.pruning_obj.conditional_mask_update())
 
-        self.add_update(tf.__internal__.smart_cond.smart_cond(
-            training, train_updates, tf.no_op))
+        self.add_update(smart_cond(training, train_updates, tf.no_op))
         for weight, mask in self._assign_masked:
             self.add_update(weight.assign(weight * mask))
         masked = [w * tf.cast(m, w.dtype) for w, m, _ in self.pruning_vars]
-        with _masked_attributes(self._weight_attrs, masked):
-            if "training" in self._call_arg_names():
+        with _MaskedAttributes(self._weight_attrs, masked):
+            if "training" in inspect.getfullargspec(self.layer.call).args:
                 return self.layer.call(inputs, training=training, **kwargs)
             return self.layer.call(inputs, **kwargs)
 
-    def _call_arg_names(self):
-        return inspect.getfullargspec(self.layer.call).args
+    # -- what the wrapper exposes to its controllers --------------------------
+    def set_removal_plan(self, plans):
+        """The entries each prunable weight's next event removes (bool arrays,
+        in prunable-weight order; None clears one)."""
+        for var, plan in zip(self.removal_plan.plans, plans):
+            var.assign(tf.zeros(var.shape, var.dtype) if plan is None
+                       else tf.cast(plan, var.dtype))
+
+    def clear_removal_plan(self):
+        self.set_removal_plan([None] * len(self.removal_plan.plans))
+
+    def link_optimizer(self, optimizer):
+        """Hands the optimizer's slots of each prunable weight to the mask
+        update, which zeroes them where it removes weights."""
+        self.pruning_obj.set_optimizer_slots(
+            [optimizer_slots(optimizer, w) for w, _, _ in self.pruning_vars])
+
+    def pruning_state_variables(self):
+        """Variables that belong to the pruning, not to the weights (a rewind
+        keeps them): step, masks and thresholds; the plan and penalties are
+        tf.Modules outside the layer's weights."""
+        state = [self.pruning_step]
+        for _, mask, threshold in self.pruning_vars:
+            state += [mask, threshold]
+        return state
+
+    def attach_penalties(self, penalties):
+        """Adds `penalties[i](weight_i)` to the training loss (a callable loss,
+        as Keras does for `kernel_regularizer`); they live on the wrapper, so a
+        stripped model carries none."""
+        if self.penalties:
+            raise ValueError(f"{self.name} already has penalties attached.")
+        self.penalties = list(penalties)
+        for penalty, (weight, _, _) in zip(self.penalties, self.pruning_vars):
+            self.add_loss(_penalty_loss(penalty, weight))
+
+    def _rebuild_penalties(self, configs):
+        # Through Keras' registry (tf_unilth.regularizers registers the class):
+        # the penalty reads this wrapper's plan, the wrapper does not import it.
+        penalties = []
+        for plan, config in zip(self.removal_plan.plans, configs):
+            penalty = keras.regularizers.deserialize(config)
+            penalty.read_selection_from(plan)
+            penalties.append(penalty)
+        self.attach_penalties(penalties)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.penalties:
+            config["penalties"] = [keras.regularizers.serialize(p) for p in self.penalties]
+        return config
 
     @classmethod
     def from_config(cls, config):
         # tfmot looks schedules up in its own module only; ours are registered
-        # Keras serializables, so resolve them here, whatever form they come in
-        # (tfmot 0.8.1's `.keras` path may hand over a bare class name string).
+        # Keras serializables, so resolve them here, whatever form they come in.
         config = dict(config)
-        schedule = config.pop("pruning_schedule")
-        config["pruning_schedule"] = deserialize_schedule(schedule)
-        from tf_unilth import regularizers  # pylint: disable=import-outside-toplevel
-        # Legacy (.h5) deserialization looks regularizers up by bare class name.
-        with keras.utils.custom_object_scope(
-                {"GrowingRegularizer": regularizers.GrowingRegularizer}):
-            config["layer"] = keras.layers.deserialize(config.pop("layer"))
+        config["pruning_schedule"] = schedules_lib.deserialize(config.pop("pruning_schedule"))
+        config["layer"] = keras.layers.deserialize(config.pop("layer"))
         return cls(**config)
 
 
-def deserialize_schedule(schedule):
-    """A PruningSchedule from its config, our classes or tfmot's."""
-    if isinstance(schedule, tfmot.sparsity.keras.PruningSchedule):
-        return schedule
-    known = {
-        "TriggeredSchedule": schedules_lib.TriggeredSchedule,
-        "OneShotSchedule": schedules_lib.OneShotSchedule,
-        "ConstantSparsity": tfmot.sparsity.keras.ConstantSparsity,
-        "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay,
-    }
-    if isinstance(schedule, str):
-        raise ValueError(
-            f"Pruning schedule was saved as the bare string {schedule!r}, without "
-            "its config; it cannot be restored. Save with tf_unilth >= 0.1.")
-    name = schedule["class_name"].split(">")[-1]
-    if name not in known:
-        raise ValueError(f"Unknown pruning schedule {schedule['class_name']!r}; "
-                         f"known: {sorted(known)}.")
-    return known[name].from_config(schedule["config"])
+def _penalty_loss(penalty, weight):
+    # A closure without arguments: Keras traces callable losses for SavedModel,
+    # and default arguments would become (unencodable) function inputs.
+    def loss():
+        return penalty(weight)
+    return loss
 
 
 # --------------------------------------------------------------------------
 # Wrapping a whole model
-
-def prunable_weight_count(layer):
-    """Number of prunable weight tensors tfmot would prune in `layer`."""
-    if hasattr(layer, "get_prunable_weights"):
-        return len(layer.get_prunable_weights())
-    if prune_registry.PruneRegistry.supports(layer):
-        return len(prune_registry.PruneRegistry._weight_names(layer))  # pylint: disable=protected-access
-    return None
-
 
 def prune(model, schedule_fn=None, *, exclude=(), block_size=(1, 1),
           block_pooling_type="AVG"):
@@ -277,7 +352,7 @@ def prune(model, schedule_fn=None, *, exclude=(), block_size=(1, 1),
     wrapped = []
 
     def wrap(layer):
-        if isinstance(layer, _TfmotWrapper) or layer.name in exclude:
+        if isinstance(layer, TfmotPruneLowMagnitude) or layer.name in exclude:
             return layer
         if isinstance(layer, keras.Model):
             raise TypeError(
@@ -309,16 +384,67 @@ def prune(model, schedule_fn=None, *, exclude=(), block_size=(1, 1),
 
 
 def wrappers(model):
-    """The pruning wrappers of `model`, in layer order."""
-    return pruning_wrapper.collect_prunable_layers(model)
+    """The pruning wrappers of `model` (ours or tfmot's), in layer order."""
+    return collect_prunable_layers(model)
+
+
+def ours(model, what="this"):
+    """`wrappers(model)`, checking they are tf_unilth's (a clear error naming
+    `tf_unilth.prune` otherwise, before anything is changed)."""
+    layers = wrappers(model)
+    if not layers:
+        raise ValueError(
+            "The model has no pruning wrappers; wrap it first with tf_unilth.prune(model).")
+    foreign = [l.name for l in layers if not isinstance(l, MonotonePruneLowMagnitude)]
+    if foreign:
+        raise TypeError(
+            f"{what} needs tf_unilth's pruning wrappers, but {foreign} are tfmot's "
+            "PruneLowMagnitude (from tfmot.sparsity.keras.prune_low_magnitude). Wrap the "
+            "unpruned model with tf_unilth.prune(model, schedule_fn) instead: the same "
+            "tfmot schedules work there, and the masks stay monotone.")
+    return layers
+
+
+def mask_keys(model):
+    """Mask keys of the wrapped model's prunable weights, in order."""
+    return [Mask.key(layer.layer.name, i) for layer in wrappers(model)
+            for i in range(len(layer.pruning_vars))]
+
+
+def link_optimizer(model, optimizer=None):
+    """Builds the optimizer's slots (in the model's strategy scope) and lets each
+    of our wrappers zero the slots of the weights it removes. tfmot's wrappers
+    mask by assignment at every step instead and need no slots."""
+    optimizer = optimizer or getattr(model, "optimizer", None)
+    if optimizer is None:
+        return
+    with model.distribute_strategy.scope():
+        build_optimizer(optimizer, model.trainable_variables)
+    for layer in wrappers(model):
+        if isinstance(layer, MonotonePruneLowMagnitude):
+            layer.link_optimizer(optimizer)
+
+
+def pruning_state_variables(model):
+    """Every variable of `model`'s wrappers that belongs to the pruning (step,
+    masks, thresholds): what a rewind of the weights must leave alone."""
+    state = []
+    for layer in wrappers(model):
+        if isinstance(layer, MonotonePruneLowMagnitude):
+            state += layer.pruning_state_variables()
+        else:  # tfmot's wrapper: the same variables, by its attributes
+            state.append(layer.pruning_step)
+            for _, mask, threshold in layer.pruning_vars:
+                state += [mask, threshold]
+    return state
 
 
 def selection_fidelity(model):
-    """Share of the selected weights that tfmot's magnitude criterion also chose
+    """Share of the planned weights that tfmot's magnitude criterion also chose
     at the last pruning event (1.0 = the regularizer fully extruded them)."""
-    layers = wrappers(model)
-    selected = sum(float(l.pruning_obj.selected_count.numpy()) for l in layers)
-    agreed = sum(float(l.pruning_obj.agreed_count.numpy()) for l in layers)
+    layers = [l for l in wrappers(model) if isinstance(l, MonotonePruneLowMagnitude)]
+    selected = sum(float(l.removal_plan.selected_count.numpy()) for l in layers)
+    agreed = sum(float(l.removal_plan.agreed_count.numpy()) for l in layers)
     return agreed / selected if selected else 1.0
 
 
@@ -327,16 +453,15 @@ def strip(model):
 
     The stripped model shares the wrapped layers (and so their variables); it
     is built in `model`'s distribution strategy scope, so it compiles and runs
-    under the same strategy."""
+    under the same strategy. Its config holds no tf_unilth object, so it loads
+    anywhere tf_keras does; the constraint that kept removed weights at 0 is
+    taken off its variables (a stripped ticket trains like any model)."""
     for layer in wrappers(model):
         layer.pruning_obj.weight_mask_op()
+        if isinstance(layer, MonotonePruneLowMagnitude):
+            for weight, _, _ in layer.pruning_vars:
+                constraint = weight.constraint
+                if isinstance(constraint, _KeepRemovedAtZero):
+                    set_variable_constraint(weight, constraint.original)
     with model.distribute_strategy.scope():
         return tfmot.sparsity.keras.strip_pruning(model)
-
-
-CUSTOM_OBJECTS = {
-    "MonotonePruneLowMagnitude": MonotonePruneLowMagnitude,
-    "PruneLowMagnitude": _TfmotWrapper,
-    "TriggeredSchedule": schedules_lib.TriggeredSchedule,
-    "OneShotSchedule": schedules_lib.OneShotSchedule,
-}

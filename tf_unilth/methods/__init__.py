@@ -1,24 +1,33 @@
-"""The ticket methods, each a short composition of the shared parts.
+"""The ticket methods: registered dataclasses over the `Search` protocol.
 
-Every method is a function `run(session, model, target_sparsity, epochs,
-**hparams) -> trained (wrapped) model` registered here by name; it records
-its rounds on the session. `tf_unilth.find_ticket` and
-`examples/find_ticket.py` dispatch through this registry.
+Each method's fields are its hyperparameters (defaults and help in one
+place); `run(search, model, target_sparsity)` is its algorithm. Register your
+own with `register_method` (see `methods.base` and docs/ALGORITHMS.md, "Write
+your own method"); `tf_unilth.find_ticket` and the command line find it by name.
 """
 
-from tf_unilth.methods import dense, dlth, lth, random_ticket, unilth
-
-METHODS = {
-    "dense": dense.run,
-    "random": random_ticket.run,
-    "lth": lth.run,
-    "dlth": dlth.run,
-    "unilth": unilth.run_unilth,
-    "unidlth": unilth.run_unidlth,
-}
+from tf_unilth.methods.base import (Method, get, hparam, names,  # noqa: F401
+                                    register_method)
+from tf_unilth.methods import dense, dlth, lth, random_ticket, unilth  # noqa: F401
 
 
-def get(name):
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; known: {sorted(METHODS)}.")
-    return METHODS[name]
+class _Registry:
+    """Earlier versions' `METHODS` mapping (name -> method), read-only."""
+
+    def __contains__(self, name):
+        return name in names()
+
+    def __iter__(self):
+        return iter(names())
+
+    def __len__(self):
+        return len(names())
+
+    def __getitem__(self, name):
+        return get(name)
+
+    def keys(self):
+        return names()
+
+
+METHODS = _Registry()

@@ -6,21 +6,31 @@ likewise report the network at its early-stop iteration.
 """
 
 from tf_unilth._compat import keras
+from tf_unilth.methods.base import Method, hparam, register_method
 
 
-def run(session, model, target_sparsity=0.0, epochs=30, restore_best="val_accuracy"):
-    del target_sparsity  # the dense network has none
-    session.compile(model)
-    callbacks = []
-    if restore_best and session.data.validation is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=restore_best, patience=epochs + 1, restore_best_weights=True))
-    history = session.fit(model, epochs, callbacks=callbacks)
-    session.record_round(model, 0, best_val_epoch=_best_epoch(history),
-                         restored_epoch=(callbacks[0].best_epoch + 1) if callbacks else None)
-    return model
-
-
-def _best_epoch(history):
+def best_epoch(history):
+    """1-based epoch of minimum validation loss (LTH's "early-stop iteration")."""
     losses = history.history.get("val_loss")
     return int(min(range(len(losses)), key=losses.__getitem__)) + 1 if losses else None
+
+
+@register_method("dense")
+class Dense(Method):
+    epochs: int = hparam(30, "Training epochs.")
+    restore_best: str = hparam("val_accuracy", "Keep the weights of the epoch with the best "
+                               "value of this validation metric ('' keeps the last epoch).")
+
+    def run(self, search, model, target_sparsity):
+        search.compile(model)
+        keep_best = []
+        if self.restore_best and search.data.validation is not None:
+            keep_best.append(keras.callbacks.EarlyStopping(
+                monitor=self.restore_best, patience=self.epochs + 1, restore_best_weights=True))
+        history = search.fit(model, self.epochs, callbacks=keep_best)
+        search.record_round(model, 0, best_val_epoch=best_epoch(history),
+                            restored_epoch=(keep_best[0].best_epoch + 1) if keep_best else None)
+        return model
+
+    def check(self, target_sparsity):
+        del target_sparsity  # the dense network has none

@@ -4,7 +4,7 @@
   2. train the dense network with 0.5 * lambda * ||w * (1 - m)||^2 on the
      weights the ticket removes, lambda += delta every K steps up to
      lambda_max, then held for `hold_epochs`;
-  3. remove those weights in one shot (tfmot event, the selection wins) and
+  3. remove those weights in one shot (tfmot event, the plan wins) and
      fine-tune with the mask fixed.
 """
 
@@ -12,41 +12,47 @@ import math
 
 from tf_unilth import masks, regularizers, schedules, wrapper
 from tf_unilth.callbacks import RegularizerGrowth, UpdatePruningStep, current_step
+from tf_unilth.methods.base import RandomTicket, hparam, register_method
 
 
-def run(session, model, target_sparsity, epochs=None, lambda_delta=1e-4, lambda_every=5,
-        lambda_max=1.0, hold_epochs=5, finetune_epochs=20, seed=0, output_rate_scale=0.5,
-        block_size=None, allocation="uniform"):
-    with session.strategy.scope():
-        pruned = wrapper.prune(model, lambda layer: schedules.OneShotSchedule(0.0))
-    regularizers.attach(pruned)
-    if allocation == "erk":
-        rate, overrides = masks.allocation_rates(
-            pruned, masks.erk_densities(pruned, 1.0 - target_sparsity))
-    else:
-        rate, overrides = masks.layer_rates(pruned, 1.0 - target_sparsity, output_rate_scale)
-    ticket = masks.select(pruned, "random", rate, seed=seed, rate_overrides=overrides,
-                          block_size=block_size)
-    regularizers.set_selection(pruned, ticket)
-    for record in masks.pruned_weights(pruned):
-        record.wrapper.pruning_schedule.set_sparsity(
-            0, float(ticket[record.key].sum()) / ticket[record.key].size)
-    session.compile(pruned)
+@register_method("dlth")
+class DLTH(RandomTicket):
+    epochs: int = hparam(None, "Whole budget: regularization first, fine-tuning the rest "
+                         "(default: lambda's growth + hold_epochs, then finetune_epochs).")
+    lambda_delta: float = hparam(1e-4, "Lambda increment (DLTH: 1e-4).")
+    lambda_every: int = hparam(5, "Steps between lambda increments (DLTH: 5).")
+    lambda_max: float = hparam(1.0, "Largest regularization coefficient.")
+    hold_epochs: int = hparam(5, "Epochs lambda is held at its maximum before the removal.")
+    finetune_epochs: int = hparam(20, "Fine-tuning epochs after the removal.")
 
-    growth = RegularizerGrowth(
-        regularizers.LinearStepGrowth(lambda_delta, lambda_every, lambda_max), active=True)
-    reg_epochs = math.ceil(growth.curve.steps_to_max() / session.data.steps_per_epoch) + hold_epochs
-    if epochs is not None:  # an overall budget: regularize first, fine-tune the rest
-        reg_epochs = min(reg_epochs, max(1, epochs - finetune_epochs))
-    session.fit(pruned, reg_epochs, callbacks=[UpdatePruningStep(), growth])
-    session.record_round(pruned, 0, lambda_reached=growth.current())
+    def run(self, search, model, target_sparsity):
+        pruned = search.wrap(model, lambda layer: schedules.OneShotSchedule(0.0))
+        regularizers.attach(pruned)
+        selector = self.selector()
+        rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
+                                          masks.output_layer(pruned))
+        ticket = masks.choose(pruned, selector, rates)
+        regularizers.set_selection(pruned, ticket)
+        for record in masks.pruned_weights(pruned):  # each layer's share of the removal
+            record.wrapper.pruning_schedule.set_sparsity(
+                0, float(ticket[record.key].sum()) / ticket[record.key].size)
+        search.compile(pruned)
 
-    # One-shot removal at the first fine-tuning step, then the mask is fixed.
-    step = current_step(pruned)
-    for layer in wrapper.wrappers(pruned):
-        layer.pruning_schedule.start(step)
-    growth.stop()
-    session.fit(pruned, reg_epochs + finetune_epochs, initial_epoch=reg_epochs,
-                callbacks=[UpdatePruningStep()])
-    session.record_round(pruned, 1, selection_fidelity=wrapper.selection_fidelity(pruned))
-    return pruned
+        growth = RegularizerGrowth(regularizers.LinearStepGrowth(
+            self.lambda_delta, self.lambda_every, self.lambda_max), active=True)
+        reg_epochs = math.ceil(growth.curve.steps_to_max() / search.data.steps_per_epoch) \
+            + self.hold_epochs
+        if self.epochs is not None:  # an overall budget: regularize first, fine-tune the rest
+            reg_epochs = min(reg_epochs, max(1, self.epochs - self.finetune_epochs))
+        search.fit(pruned, reg_epochs, callbacks=[UpdatePruningStep(), growth])
+        search.record_round(pruned, 0, lambda_reached=growth.current())
+
+        # One-shot removal at the first fine-tuning step, then the mask is fixed.
+        step = current_step(pruned)
+        for layer in wrapper.wrappers(pruned):
+            layer.pruning_schedule.start(step)
+        growth.stop()
+        search.fit(pruned, reg_epochs + self.finetune_epochs, initial_epoch=reg_epochs,
+                   callbacks=[UpdatePruningStep()])
+        search.record_round(pruned, 1, selection_fidelity=wrapper.selection_fidelity(pruned))
+        return pruned

@@ -10,31 +10,35 @@ Frankle & Carbin 2019 (k = 0) and Frankle et al. 2020 (k > 0):
   5. repeat 2-4 until the target sparsity. Every round is a full retraining.
 """
 
-from tf_unilth import masks, wrapper
+from tf_unilth import masks
 from tf_unilth.callbacks import Rewind, UpdatePruningStep
-from tf_unilth.methods.dense import _best_epoch
+from tf_unilth.methods.base import Selecting, hparam, register_method
+from tf_unilth.methods.dense import best_epoch
 
 
-def run(session, model, target_sparsity, epochs=20, prune_rate=0.2, output_rate_scale=0.5,
-        rewind_step=0, selection="magnitude_layerwise", rounds=None, max_rounds=60,
-        block_size=None):
-    with session.strategy.scope():
-        pruned = wrapper.prune(model)
-    session.compile(pruned)
-    output_layer = masks.pruned_weights(pruned)[-1].layer_name
-    overrides = {output_layer: prune_rate * output_rate_scale}
-    if selection == "magnitude_global":
-        overrides = None  # one threshold over all layers has no per-layer rates
-    rewind = Rewind(session.checkpoint_dir("rewind"), keep_epochs=1, save_step=rewind_step)
-    planned = rounds if rounds is not None else max_rounds
-    for round_index in range(planned + 1):
-        if round_index > 0:
-            if rounds is None and masks.sparsity(pruned) >= target_sparsity - 1e-9:
-                break
-            masks.remove(pruned, masks.select(pruned, selection, prune_rate,
-                                              rate_overrides=overrides, block_size=block_size))
-            rewind.rewind_to_step()  # theta_k and the optimizer at step k; masks kept
-        history = session.fit(pruned, epochs, callbacks=[UpdatePruningStep(), rewind])
-        session.record_round(pruned, round_index, best_val_epoch=_best_epoch(history))
-    return pruned
+@register_method("lth")
+class LTH(Selecting):
+    epochs: int = hparam(20, "Training epochs of each round.")
+    prune_rate: float = hparam(0.2, "Fraction of the surviving weights each round removes.")
+    rewind_step: int = hparam(0, "Rewind to iteration k (0: the original LTH).")
+    rounds: int = hparam(None, "Pruning rounds to run (default: until the target sparsity).")
+    max_rounds: int = hparam(60, "Most pruning rounds when running until the target.")
 
+    def run(self, search, model, target_sparsity):
+        pruned = search.wrap(model)
+        search.compile(pruned)
+        selector, output = self.selector(), masks.output_layer(pruned)
+        rewind = Rewind(search.checkpoint_dir("rewind"), keep_epochs=1,
+                        save_step=self.rewind_step)
+        planned = self.rounds if self.rounds is not None else self.max_rounds
+        for round_index in range(planned + 1):
+            if round_index > 0:
+                if self.rounds is None and masks.sparsity(pruned) >= target_sparsity - 1e-9:
+                    break
+                alive = masks.get_masks(pruned)
+                rates = selector.allocation.fixed_rates(alive, self.prune_rate, output)
+                masks.remove(pruned, masks.choose(pruned, selector, rates))
+                rewind.rewind_to_step()  # theta_k and the optimizer at step k; masks kept
+            history = search.fit(pruned, self.epochs, callbacks=[UpdatePruningStep(), rewind])
+            search.record_round(pruned, round_index, best_val_epoch=best_epoch(history))
+        return pruned

@@ -1,0 +1,1 @@
+"""The machinery under `tf_unilth.search.Search`: trainer, journal, round records."""

@@ -1,0 +1,190 @@
+"""Compiling, fitting and evaluating: the one training loop of every method.
+
+`Trainer.compile` uses the search's loss, metrics and optimizer (a name or an
+optimizer to clone); `Trainer.fit` is `model.fit` made resumable through the
+journal, guarded against a loss that stops being finite, and, under
+multi-worker, checked after every epoch that the workers decided alike.
+"""
+
+import math
+
+from tf_unilth._compat import check_model, keras
+from tf_unilth import distribute
+from tf_unilth import masks as masks_lib
+from tf_unilth.engine import journal as journal_lib
+
+OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
+
+
+def make_optimizer(name, learning_rate):
+    """A fresh tf_keras optimizer by name (momentum = SGD with Nesterov 0.9)."""
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    if name == "momentum":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    raise ValueError(f"Unknown optimizer {name!r}; known: {list(OPTIMIZERS)}.")
+
+
+def fresh_optimizer(optimizer, learning_rate):
+    """A new optimizer: by name, or a copy of an optimizer instance (every
+    model of a search needs its own slots) with `learning_rate` if given."""
+    if isinstance(optimizer, str):
+        return make_optimizer(optimizer, learning_rate)
+    if isinstance(optimizer, (keras.optimizers.Optimizer, keras.optimizers.legacy.Optimizer)):
+        config = optimizer.get_config()
+        if learning_rate is not None:
+            config["learning_rate"] = learning_rate
+        return type(optimizer).from_config(config)
+    raise TypeError(f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or a tf_keras "
+                    f"optimizer, got {type(optimizer).__name__}.")
+
+
+def outputs_probabilities(model):
+    """True when the model's last layer applies a softmax (its outputs are not logits)."""
+    last = model.layers[-1]
+    inner = getattr(last, "layer", last)  # a pruning wrapper's layer
+    return (getattr(inner, "activation", None) is keras.activations.softmax
+            or isinstance(inner, keras.layers.Softmax))
+
+
+class Trainer:
+    """Compiles, trains and evaluates the models of one search (see module doc)."""
+
+    def __init__(self, data, journal, log, *, optimizer="adam", learning_rate=6e-4,
+                 loss=None, metrics=None, strategy=None, verbose=1, log_dir=None,
+                 printer=print, callbacks=()):
+        self.data, self.journal, self.log = data, journal, log
+        self.optimizer, self.learning_rate = optimizer, learning_rate
+        self.loss, self.metrics = loss, metrics
+        self.strategy = strategy
+        self.verbose, self.log_dir, self.print = verbose, log_dir, printer
+        self.extra_callbacks = list(callbacks)  # the user's, added to every fit
+        fresh_optimizer(optimizer, learning_rate)  # fail early on a bad name
+        self._fits = 0
+
+    def compile(self, model, learning_rate=None):
+        check_model(model)
+        loss = self.loss
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=not outputs_probabilities(model))
+        with self.strategy.scope():
+            model.compile(fresh_optimizer(self.optimizer, learning_rate or self.learning_rate),
+                          loss, metrics=list(self.metrics) if self.metrics else ["accuracy"])
+        return model
+
+    def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):
+        """model.fit on the training data, resumable (see `engine.journal`).
+
+        A fit that a previous attempt finished is restored instead of trained;
+        an interrupted one continues after its last saved epoch. A loss that
+        stops being finite stops training and puts the model back to its last
+        good snapshot (FloatingPointError).
+        """
+        index, self._fits = self._fits, self._fits + 1
+        callbacks = list(callbacks) + self.extra_callbacks
+        if self.log_dir:
+            callbacks.append(keras.callbacks.TensorBoard(self.log_dir, write_graph=False,
+                                                         profile_batch=0))
+        keras.callbacks.CallbackList(callbacks, model=model)  # set_model on each
+        self.journal.check_replay(index, model, len(self.log.rounds))
+        snapshot = self.journal.finished_fit(index)
+        partial = self.journal.partial_fit(index)
+        if partial is not None and (partial["stop_training"] or partial["epoch"] + 1 >= epochs):
+            snapshot = partial  # it had ended; only its end snapshot was missing
+        if snapshot is not None:
+            self.journal.restore(snapshot, model, callbacks)
+            self.log.set_state(snapshot["session"])
+            if snapshot is partial:
+                self.journal.save(index, model, callbacks, self.log.get_state(),
+                                  partial["history"], partial["epoch"], done=True)
+            self.print(f"fit {index + 1}: finished in an earlier attempt; restored.")
+            return journal_lib.History(snapshot["history"])
+        if partial is not None:
+            initial_epoch = partial["epoch"] + 1
+            self.log.set_state(partial["session"])
+            self.journal.truncate_rounds(len(self.log.rounds))
+            self.print(f"fit {index + 1}: resuming after epoch {initial_epoch}.")
+        saver = journal_lib.SaveProgress(self.journal, index, callbacks, self, partial)
+        checks = [WorkersAgree(self.strategy, callbacks)] \
+            if distribute.is_multi_worker(self.strategy) else []
+        model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
+                  validation_data=self.data.validation if validate else None,
+                  callbacks=callbacks + [keras.callbacks.TerminateOnNaN(), *checks, saver],
+                  verbose=self.verbose)
+        losses = saver.history.get("loss", [])
+        if losses and not math.isfinite(losses[-1]):
+            self._diverged(index, model, callbacks, losses[-1])
+        self.journal.save(index, model, callbacks, self.log.get_state(), saver.history,
+                          saver.last_epoch if saver.last_epoch is not None else initial_epoch - 1,
+                          done=True)
+        self.check_workers_agree(model, f"fit {index + 1}")
+        return journal_lib.History(saver.history)
+
+    # SaveProgress reports each epoch here.
+    def add_epoch(self, seconds):
+        self.log.add_epoch(self.data.steps_per_epoch, seconds)
+
+    def get_state(self):
+        return self.log.get_state()
+
+    def check_workers_agree(self, model, when):
+        """Multi-worker: raises unless every worker holds the same masks, sparsity
+        and round records (the plateau trigger and rewinds decided alike)."""
+        if not distribute.is_multi_worker(self.strategy):
+            return
+        digest = masks_lib.masks_digest(model)
+        rounds = [(r["round"], r["sparsity"], r["epochs"]) for r in self.log.rounds]
+        distribute.check_same(self.strategy, [digest, rounds, self.log.epochs, self.log.steps],
+                              f"the masks and rounds after {when}")
+
+    def _diverged(self, index, model, callbacks, loss):
+        good = self.journal.partial_fit(index) or self.journal.last_good()
+        if good is None:
+            where = "no epoch had finished with a finite loss, so there is no good state"
+        else:
+            self.journal.restore(good, model, callbacks)
+            where = (f"the model was put back to its last good state (end of epoch "
+                     f"{good['epoch'] + 1}), kept in {self.journal.directory}")
+        raise FloatingPointError(
+            f"Training loss became {loss} (not finite); training stopped and {where}. "
+            "Lower the learning rate (or lambda_max) and start again with a new output "
+            "directory.")
+
+    def evaluate(self, model, split):
+        dataset = getattr(self.data, split)
+        if dataset is None:
+            return {"loss": None, "accuracy": None}
+        values = model.evaluate(dataset, verbose=0, return_dict=True)
+        accuracy = next((v for k, v in values.items() if "acc" in k), None)
+        return {"loss": float(values["loss"]),
+                "accuracy": None if accuracy is None else float(accuracy)}
+
+
+class WorkersAgree(keras.callbacks.Callback):
+    """Multi-worker: after every epoch, checks that all workers decided alike.
+
+    Compares the masks, whether training stops, and the plateau triggers'
+    state (epochs waited, best value and epoch, fired or not) across workers
+    (a collective op, so a barrier too); raises on every worker when they
+    differ instead of letting the replicas drift apart.
+    """
+
+    def __init__(self, strategy, callbacks):
+        super().__init__()
+        self.strategy = strategy
+        self.triggers = [cb for cb in callbacks if isinstance(cb, keras.callbacks.EarlyStopping)]
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = [masks_lib.masks_digest(self.model), bool(self.model.stop_training)]
+        for cb in self.triggers:
+            best = getattr(cb, "best", None)
+            state.append([getattr(cb, "wait", None), None if best is None else float(best),
+                          getattr(cb, "best_epoch", None), getattr(cb, "armed", None),
+                          getattr(cb, "fired_epoch", None)])
+        distribute.check_same(self.strategy, state,
+                              f"the masks and plateau decisions after epoch {epoch + 1}")

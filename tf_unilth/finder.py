@@ -1,0 +1,110 @@
+"""`find_ticket`: one call from a tf_keras model and data to a trained ticket."""
+
+import dataclasses
+
+import numpy as np
+
+from tf_unilth._compat import check_model, keras, prunable_weights, tf
+from tf_unilth import distribute, masks, methods, wrapper
+from tf_unilth import search as search_lib
+
+
+@dataclasses.dataclass
+class TicketResult:
+    """The trained ticket (wrappers stripped, removed weights exactly 0),
+    its per-round records and its final sparsity over prunable weights."""
+    model: keras.Model
+    rounds: list
+    sparsity: float
+    final: dict
+    total: dict
+    method_info: dict = None
+    pruned_model: keras.Model = None  # the wrapped model, masks included
+
+
+def make_method(method, method_args=None, epochs=None):
+    """A method instance from a registered name (or an instance) and its
+    hyperparameters; `epochs` (if given) sets the method's epoch budget."""
+    method_args = dict(method_args or {})
+    if epochs is not None:
+        method_args["epochs"] = epochs
+    if isinstance(method, methods.Method):
+        return dataclasses.replace(method, **method_args) if method_args else method
+    return methods.get(method).create(**method_args)
+
+
+def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
+                test_data=None, epochs=None, *, optimizer="adam", learning_rate=6e-4,
+                loss=None, metrics=None, exclude=(), batch_size=128, strategy=None, verbose=1,
+                log_dir=None, printer=print, callbacks=(), state_dir=None, **method_args):
+    """Trains `model` into a ticket with a registered method (`methods.names()`).
+
+    `method`: a method name, or a method instance (`methods.get(name)(...)`).
+    `train_data` / `validation_data` / `test_data`: batched tf.data datasets or
+    (x, y) numpy pairs (batched with `batch_size`). `epochs` is the method's
+    epoch budget (per round for LTH). Other keyword arguments are the method's
+    hyperparameters (its dataclass fields; see ALGORITHMS.md). `loss` and
+    `metrics` default to sparse categorical cross-entropy (from logits unless
+    the model ends in a softmax) and accuracy; `optimizer` is a name or a
+    tf_keras optimizer (copied for every model the method compiles);
+    `exclude` names layers that stay dense. `callbacks` are added to every
+    `fit` the method makes. With `state_dir`, the search snapshots itself there
+    after every epoch; called again with the same arguments and `state_dir` it
+    resumes instead of starting over.
+
+    `strategy`: a tf.distribute strategy to train under (default: the current
+    one; see `tf_unilth.distribute`). Batches are global (each of the R
+    replicas gets batch / R examples; R must divide the batch). Build the
+    model in `strategy.scope()`; a model built outside it is copied into it
+    (same weights) and the copy is trained. Under multi-worker every worker
+    makes the same call; `state_dir` must then be a directory all workers
+    share, and only the chief's files in it are the real ones.
+    """
+    check_model(model)
+    chosen = make_method(method, method_args, epochs)
+    chosen.check(target_sparsity)
+    strategy = strategy or tf.distribute.get_strategy()
+    global_batch = search_lib.global_batch(train_data, batch_size)
+    if strategy.num_replicas_in_sync > 1 and global_batch is not None:
+        distribute.check_batch_size(global_batch, strategy)
+    unknown = set(exclude) - {layer.name for layer in model.layers}
+    if unknown:
+        raise ValueError(f"exclude names layers not in the model: {sorted(unknown)}; its "
+                         f"layers: {[layer.name for layer in model.layers]}.")
+    if not distribute.created_in_scope(model, strategy):
+        printer("The model was built outside the strategy's scope; training a copy built "
+                "in it (same weights). Build it in strategy.scope() to train it in place.")
+        model = distribute.into_scope(model, strategy)
+    data = search_lib.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
+    search = search_lib.Search(
+        data, optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
+        strategy=strategy, exclude=exclude, verbose=verbose, log_dir=log_dir, printer=printer,
+        callbacks=callbacks, state_dir=state_dir)
+    trained = chosen.run(search, model, target_sparsity)
+    return finish(search, trained)
+
+
+def finish(search, trained):
+    """Strips the wrappers, evaluates the ticket and summarizes the run."""
+    sparsity = float(masks.sparsity(trained)) if wrapper.wrappers(trained) else 0.0
+    ticket = wrapper.strip(trained) if wrapper.wrappers(trained) else trained
+    search.compile(ticket)
+    val, test = search.evaluate(ticket, "validation"), search.evaluate(ticket, "test")
+    final = {"sparsity": sparsity, "test_accuracy": test["accuracy"],
+             "test_loss": test["loss"], "val_accuracy": val["accuracy"],
+             "val_loss": val["loss"]}
+    search.journal.cleanup()  # only a temporary state is removed
+    return TicketResult(ticket, search.rounds, sparsity, final, search.log.totals(),
+                        search.summary or None,
+                        trained if ticket is not trained else None)
+
+
+def ticket_sparsity(model):
+    """Sparsity of a stripped ticket: zeros over the kernels tfmot would prune."""
+    zeros = total = 0
+    for layer in model.layers:
+        for weight in prunable_weights(layer):
+            values = weight.numpy()
+            zeros += int(np.sum(values == 0))
+            total += values.size
+    return zeros / total if total else 0.0

@@ -1,0 +1,167 @@
+"""The method protocol: a ticket method is a registered dataclass.
+
+Its fields are its hyperparameters, each with its default and help text in
+one place (`hparam`); `run(search, model, target_sparsity)` is its algorithm
+box, written against the `tf_unilth.search.Search` protocol only.
+`register_method` makes it available by name to `find_ticket`, to the
+command line (one flag per field, the defaults shown per method in
+`--helpfull`) and to the benchmarks:
+
+    @register_method("unilth_retrain")
+    @dataclasses.dataclass
+    class UniLTHRetrain(UniLTH):
+        retrain_epochs: int = hparam(10, "Epochs of the final retraining.")
+        def run(self, search, model, target_sparsity): ...
+
+Field types drive the command line: int, float, str (with `choices`), bool,
+`tuple` (a comma-separated list of ints, like `block_size`); a default of None
+means "derived from the others" (the help says how).
+"""
+
+import dataclasses
+import typing
+
+from tf_unilth.sparsity import Selector, allocation, criteria, plans, selection
+
+_METHODS = {}
+
+
+def hparam(default, help, *, choices=None):  # pylint: disable=redefined-builtin
+    """A hyperparameter field: its default, one line of help, allowed values."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass
+class Method:
+    """Base of every ticket method (see module doc)."""
+
+    name: typing.ClassVar[str] = None
+    # Whether the method needs validation data (a plateau trigger watches it).
+    needs_validation: typing.ClassVar[bool] = False
+
+    def run(self, search, model, target_sparsity):
+        """Trains `model` into a ticket at `target_sparsity` through `search`;
+        returns the trained (wrapped) model."""
+        raise NotImplementedError
+
+    def check(self, target_sparsity):
+        """Raises a clear error for hyperparameters that cannot work, before
+        anything is trained or written (subclasses add their own checks)."""
+        plans.check_sparsity(target_sparsity)
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            value = getattr(self, field.name)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"{self.name}: {field.name} must be one of {list(choices)}, "
+                                 f"got {value!r} (flag --{field.name}).")
+
+    @classmethod
+    def hyperparameters(cls):
+        """The fields of this method (name, type, default, help)."""
+        return [f for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def create(cls, **values):
+        """An instance from keyword values; an unknown name is an error listing
+        the method's hyperparameters."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"Method {cls.name!r} has no hyperparameter(s) {sorted(unknown)}; "
+                            f"it takes {sorted(known)}.")
+        return cls(**values)
+
+
+def register_method(name):
+    """Class decorator: registers a `Method` dataclass under `name`."""
+    def decorator(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"register_method({name!r}) decorates a Method subclass.")
+        if not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in vars(cls):
+            cls = dataclasses.dataclass(cls)
+        if name in _METHODS and _METHODS[name].__qualname__ != cls.__qualname__:
+            raise ValueError(f"A method named {name!r} is already registered "
+                             f"({_METHODS[name].__qualname__}).")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+    return decorator
+
+
+def names():
+    return tuple(sorted(_METHODS))
+
+
+def get(name):
+    """The registered method class called `name`."""
+    if name not in _METHODS:
+        raise ValueError(f"Unknown method {name!r}; known: {sorted(_METHODS)}.")
+    return _METHODS[name]
+
+
+# ---------------------------------------------------------------------------
+# Hyperparameter groups shared by several methods
+
+@dataclasses.dataclass
+class Seeded(Method):
+    seed: int = hparam(0, "Seed of the method's random choices (random tickets).")
+
+
+@dataclasses.dataclass
+class Allocated(Method):
+    """How a mask is spread over the layers and shaped."""
+    output_rate_scale: float = hparam(
+        0.5, "The output layer is pruned at this times the others' rate (LTH's convention; "
+        "1.0 prunes all layers alike).")
+    block_size: tuple = hparam(
+        None, "Remove whole blocks, e.g. 4,1 (Keras kernel layout [in, out]: 4 consecutive "
+        "inputs, the pattern TFLite's sparse kernels run fast); magnitude ranks blocks by "
+        "L2 norm, random draws blocks. Default: single weights.")
+
+
+@dataclasses.dataclass
+class Selecting(Allocated, Seeded):
+    """A criterion and an allocation choose what each pruning step removes."""
+    criterion: str = hparam(
+        "magnitude", "Score ranking the weights (the lowest go): magnitude, random, or one "
+        "registered with tf_unilth.sparsity.register_criterion.")
+    allocation: str = hparam(
+        "uniform", "How the layers share a removal: uniform (output layer per "
+        "--output_rate_scale), global (one threshold) or erk (Erdos-Renyi-Kernel).",
+        choices=("uniform", "global", "erk"))
+    selection: str = hparam(
+        None, "Earlier name of a (criterion, allocation) pair: magnitude_layerwise, "
+        "magnitude_global, random or block; overrides --criterion and --allocation.",
+        choices=tuple(selection.NAMED))
+
+    def selector(self):
+        """The `Selector` these hyperparameters describe."""
+        if self.selection is not None:
+            return Selector.named(self.selection, block_size=self.block_size,
+                                  output_rate_scale=self.output_rate_scale, seed=self.seed)
+        return Selector(self.criterion, self.allocation, self.block_size,
+                        self.output_rate_scale, self.seed)
+
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        if self.selection is None:
+            criteria.get(self.criterion)
+            allocation.get(self.allocation)
+        self.selector()  # block_size and global, output_rate_scale
+
+
+@dataclasses.dataclass
+class RandomTicket(Allocated, Seeded):
+    """A random ticket: a seeded random mask, spread over the layers by an allocation."""
+    allocation: str = hparam(
+        "uniform", "Per-layer densities of the random ticket: uniform (output layer per "
+        "--output_rate_scale) or erk (Erdos-Renyi-Kernel).", choices=("uniform", "erk"))
+
+    def selector(self):
+        return Selector("random", self.allocation, self.block_size, self.output_rate_scale,
+                        self.seed)
+
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        self.selector()

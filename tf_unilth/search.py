@@ -1,0 +1,178 @@
+"""`Search`: everything a ticket method may use, and nothing else.
+
+A method (`tf_unilth.methods`) decides *what* to train and prune; the search
+owns *how*: it wraps models in the strategy's scope (keeping `exclude`d
+layers dense), compiles them with the search's loss, metrics and optimizer,
+fits them resumably, evaluates them, records rounds and keeps the method's
+summary. Internally it is a `Trainer` (compile / fit / evaluate), a `Journal`
+(resume after a kill) and a `RoundLog` (records and accounting).
+
+    search.wrap(model, schedule_fn)        -> pruned model (strategy scope, exclude)
+    search.compile(model, learning_rate)   -> model
+    search.fit(model, epochs, callbacks)   -> History (resumable, NaN-guarded)
+    search.evaluate(model, "validation")   -> {"loss", "accuracy"}
+    search.record_round(model, i, **extra) -> the round's record (printed, kept)
+    search.info(**values)                  -> the method's summary (results.json)
+    search.checkpoint_dir(name)            -> a directory that survives a restart
+    search.data.{train, validation, test, steps_per_epoch}
+"""
+
+import dataclasses
+
+from tf_unilth._compat import static_batch_size, tf
+from tf_unilth import data as data_lib
+from tf_unilth import distribute
+from tf_unilth import masks as masks_lib
+from tf_unilth import wrapper
+from tf_unilth.engine import journal as journal_lib
+from tf_unilth.engine import records as records_lib
+from tf_unilth.engine import trainer as trainer_lib
+
+
+@dataclasses.dataclass
+class Data:
+    """Train / validation / test datasets and the number of batches per epoch."""
+    train: tf.data.Dataset
+    validation: tf.data.Dataset = None
+    test: tf.data.Dataset = None
+    steps_per_epoch: int = None
+
+    @classmethod
+    def make(cls, train, validation=None, test=None, batch_size=128, seed=0):
+        """From tf.data datasets (batched) or (x, y) numpy pairs."""
+        if isinstance(train, data_lib.Splits):
+            return cls(train.train, train.validation, train.test, train.steps_per_epoch())
+        if isinstance(train, tuple):
+            splits = data_lib.from_arrays(
+                train, test if test is not None else train, validation=validation,
+                validation_size=0, batch_size=batch_size, seed=seed)
+            return cls(splits.train, splits.validation,
+                       splits.test if test is not None else None, splits.steps_per_epoch())
+        if not isinstance(train, tf.data.Dataset):
+            raise TypeError("train_data must be a batched tf.data.Dataset, an (x, y) "
+                            f"pair of arrays or tf_unilth.data.Splits; got {type(train)}.")
+        to_ds = lambda d: (data_lib.from_arrays(d, d, validation_size=0, batch_size=batch_size,  # noqa: E731
+                                               shuffle=False).test if isinstance(d, tuple) else d)
+        steps = int(train.cardinality().numpy())
+        if steps < 0:
+            raise ValueError("train_data has unknown or infinite length; give a finite, "
+                             "batched dataset (e.g. without .repeat()).")
+        return cls(train, to_ds(validation) if validation is not None else None,
+                   to_ds(test) if test is not None else None, steps)
+
+
+def global_batch(train_data, batch_size):
+    """The batch size of the training data (arrays: `batch_size`; None if unknown).
+
+    Read from the dataset's structure, never by iterating it: an extra pass
+    would advance a seeded reshuffle and change the training order.
+    """
+    if isinstance(train_data, tuple):
+        return batch_size
+    dataset = train_data.train if isinstance(train_data, data_lib.Splits) else train_data
+    if not isinstance(dataset, tf.data.Dataset):
+        return None  # Data.make names the problem
+    static = tf.nest.flatten(dataset.element_spec)[0].shape
+    if static.rank and static[0] is not None:
+        return int(static[0])
+    return static_batch_size(dataset)
+
+
+class Search:
+    """One ticket search (see module doc)."""
+
+    def __init__(self, data, *, optimizer="adam", learning_rate=6e-4, loss=None, metrics=None,
+                 strategy=None, exclude=(), verbose=1, log_dir=None, printer=print,
+                 callbacks=(), state_dir=None):
+        self.data = data
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.exclude = tuple(exclude)
+        self.print = printer
+        self.chief = distribute.is_chief(self.strategy)
+        # With state_dir a restarted search resumes; without, snapshots still
+        # go to a temporary directory so a diverged fit can be put back.
+        self.journal = journal_lib.Journal(
+            state_dir, worker=None if self.chief else distribute.task_id(self.strategy))
+        # Also a barrier: the chief writes nothing before every worker has
+        # copied its state (Journal).
+        distribute.check_same(self.strategy, self.journal.progress,
+                              f"the resumable state in {state_dir}")
+        self.log = records_lib.RoundLog()
+        self.trainer = trainer_lib.Trainer(
+            data, self.journal, self.log, optimizer=optimizer, learning_rate=learning_rate,
+            loss=loss, metrics=metrics, strategy=self.strategy, verbose=verbose,
+            log_dir=log_dir, printer=printer, callbacks=callbacks)
+        self.summary = {}
+        if self.journal.resumed:
+            self.print(f"Resuming the search kept in {self.journal.directory}: finished fits "
+                       "are restored, not retrained.")
+
+    # -- models -------------------------------------------------------------
+    def wrap(self, model, schedule_fn=None):
+        """`tf_unilth.prune(model, schedule_fn)` in the strategy's scope, keeping
+        the search's `exclude`d layers dense."""
+        with self.strategy.scope():
+            return wrapper.prune(model, schedule_fn, exclude=self.exclude)
+
+    def compile(self, model, learning_rate=None):
+        return self.trainer.compile(model, learning_rate)
+
+    # -- training -----------------------------------------------------------
+    def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):
+        return self.trainer.fit(model, epochs, callbacks, initial_epoch, validate)
+
+    def evaluate(self, model, split):
+        return self.trainer.evaluate(model, split)
+
+    def checkpoint_dir(self, name):
+        """A directory for a method's own checkpoints that survives a restart.
+
+        None without a state_dir. Under multi-worker each worker has its own
+        (a non-chief's is temporary, under `<state_dir>/workertemp_<id>`, and
+        starts as a copy of the chief's), so a worker reads back only what it
+        wrote itself in this attempt, or the chief's files after a restart.
+        """
+        return self.journal.subdirectory(name)
+
+    # -- records ------------------------------------------------------------
+    @property
+    def rounds(self):
+        return self.log.rounds
+
+    @property
+    def epochs(self):
+        return self.log.epochs
+
+    @property
+    def steps(self):
+        return self.log.steps
+
+    @property
+    def seconds(self):
+        return self.log.seconds
+
+    def record_round(self, model, round_index, epochs=None, steps=None, seconds=None,
+                     **extra):
+        """Evaluates the current model and appends (and prints) a round record.
+
+        epochs / steps / seconds are totals from the random initialization to
+        the end of this round (the cost of the ticket); they default to the
+        search's totals so far. A round an earlier attempt recorded is
+        returned as it was recorded."""
+        if len(self.log.rounds) < len(self.journal.rounds):
+            record = self.journal.rounds[len(self.log.rounds)]
+            self.log.rounds.append(record)
+            self.print(records_lib.format_round(record) + " (restored)")
+            return record
+        sparsity = masks_lib.sparsity(model) if wrapper.wrappers(model) else 0.0
+        record = self.log.make(round_index, float(sparsity), self.evaluate(model, "validation"),
+                               self.evaluate(model, "test"), epochs, steps, seconds, **extra)
+        self.log.rounds.append(record)
+        self.journal.save_rounds(self.log.rounds)
+        self.print(records_lib.format_round(record))
+        return record
+
+    def info(self, **values):
+        """Adds to the method's summary (results.json `method_info`)."""
+        self.summary.update(values)
+        return self.summary
