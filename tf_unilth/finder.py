@@ -34,7 +34,7 @@ def make_method(method, method_args=None, epochs=None):
 
 
 def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
-                test_data=None, epochs=None, *, optimizer="adam", learning_rate=6e-4,
+                test_data=None, epochs=None, *, optimizer="adam", learning_rate=None,
                 loss=None, metrics=None, exclude=(), batch_size=128, strategy=None, verbose=1,
                 log_dir=None, printer=print, callbacks=(), state_dir=None, **method_args):
     """Trains `model` into a ticket with a registered method (`methods.names()`).
@@ -47,6 +47,7 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     `metrics` default to sparse categorical cross-entropy (from logits unless
     the model ends in a softmax) and accuracy; `optimizer` is a name or a
     tf_keras optimizer (copied for every model the method compiles);
+    `learning_rate` defaults to 6e-4 for a name and to the instance's own;
     `exclude` names layers that stay dense. `callbacks` are added to every
     `fit` the method makes. With `state_dir`, the search snapshots itself there
     after every epoch; called again with the same arguments and `state_dir` it

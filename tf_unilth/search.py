@@ -81,7 +81,7 @@ def global_batch(train_data, batch_size):
 class Search:
     """One ticket search (see module doc)."""
 
-    def __init__(self, data, *, optimizer="adam", learning_rate=6e-4, loss=None, metrics=None,
+    def __init__(self, data, *, optimizer="adam", learning_rate=None, loss=None, metrics=None,
                  strategy=None, exclude=(), verbose=1, log_dir=None, printer=print,
                  callbacks=(), state_dir=None):
         self.data = data
@@ -123,6 +123,16 @@ class Search:
 
     def evaluate(self, model, split):
         return self.trainer.evaluate(model, split)
+
+    def removal(self, model, selector, rates):
+        """The removal set (a Mask) `selector` picks at `rates`; a criterion that
+        needs gradients is scored on the first training batch."""
+        batch = self.batch() if selector.needs_gradients else None
+        return masks_lib.choose(model, selector, rates, batch)
+
+    def batch(self):
+        """The first (x, y) batch of the training data."""
+        return next(iter(self.data.train))
 
     def checkpoint_dir(self, name):
         """A directory for a method's own checkpoints that survives a restart.

@@ -80,7 +80,9 @@ def register_method(name):
             raise TypeError(f"register_method({name!r}) decorates a Method subclass.")
         if not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in vars(cls):
             cls = dataclasses.dataclass(cls)
-        if name in _METHODS and _METHODS[name].__qualname__ != cls.__qualname__:
+        known = _METHODS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (
+                cls.__module__, cls.__qualname__):
             raise ValueError(f"A method named {name!r} is already registered "
                              f"({_METHODS[name].__qualname__}).")
         cls.name = name

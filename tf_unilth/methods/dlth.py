@@ -31,7 +31,7 @@ class DLTH(RandomTicket):
         selector = self.selector()
         rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
                                           masks.output_layer(pruned))
-        ticket = masks.choose(pruned, selector, rates)
+        ticket = search.removal(pruned, selector, rates)
         regularizers.set_selection(pruned, ticket)
         for record in masks.pruned_weights(pruned):  # each layer's share of the removal
             record.wrapper.pruning_schedule.set_sparsity(

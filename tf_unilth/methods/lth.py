@@ -37,7 +37,7 @@ class LTH(Selecting):
                     break
                 alive = masks.get_masks(pruned)
                 rates = selector.allocation.fixed_rates(alive, self.prune_rate, output)
-                masks.remove(pruned, masks.choose(pruned, selector, rates))
+                masks.remove(pruned, search.removal(pruned, selector, rates))
                 rewind.rewind_to_step()  # theta_k and the optimizer at step k; masks kept
             history = search.fit(pruned, self.epochs, callbacks=[UpdatePruningStep(), rewind])
             search.record_round(pruned, round_index, best_val_epoch=best_epoch(history))

@@ -17,7 +17,7 @@ class Random(RandomTicket):
         selector = self.selector()
         rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
                                           masks.output_layer(pruned))
-        masks.remove(pruned, masks.choose(pruned, selector, rates))
+        masks.remove(pruned, search.removal(pruned, selector, rates))
         search.compile(pruned)
         history = search.fit(pruned, self.epochs, callbacks=[UpdatePruningStep()])
         search.record_round(pruned, 1, best_val_epoch=best_epoch(history))

@@ -22,18 +22,20 @@ Use it from `find_ticket`, or in one `model.fit`:
                callbacks=unilth.callbacks(pruned, target_sparsity=0.9, epochs=E))
 """
 
+import dataclasses
 import time
 
 from tf_unilth._compat import keras
 from tf_unilth import masks, regularizers, schedules, wrapper
 from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,
                                  UpdatePruningStep, current_step)
-from tf_unilth.methods.base import Selecting, hparam, register_method
-from tf_unilth.sparsity import Selector
+from tf_unilth.methods.base import (Method, RandomTicket, Selecting, hparam,
+                                    register_method)
 
 
-@register_method("unilth")
-class UniLTH(Selecting):
+@dataclasses.dataclass
+class Staged(Method):
+    """The hyperparameters of UniLTH's stages, shared by UniDLTH."""
     epochs: int = hparam(60, "Whole epoch budget (stage 1, the rounds and fine-tuning).")
     rounds: int = hparam(5, "Pruning rounds R (geometric densities to the target).")
     round_epochs: int = hparam(2, "Epochs of each pruning round.")
@@ -48,13 +50,6 @@ class UniLTH(Selecting):
     finetune_patience: int = hparam(3, "Patience of the fine-tuning plateau trigger.")
 
     needs_validation = True
-    random_ticket = False  # UniDLTH: the removals follow a random ticket
-
-    def selector(self):
-        if self.random_ticket:
-            return Selector("random", self.allocation, self.block_size, self.output_rate_scale,
-                            self.seed)
-        return super().selector()
 
     def run(self, search, model, target_sparsity):
         if search.data.validation is None:
@@ -72,7 +67,7 @@ class UniLTH(Selecting):
                 lambda_max_reached=info["lambda"])
 
         cbs = self.callbacks(pruned, target_sparsity, on_round_end=record,
-                             checkpoint_dir=search.checkpoint_dir("rewind"))
+                             checkpoint_dir=search.checkpoint_dir("rewind"), batch=search.batch)
         search.fit(pruned, self.epochs, callbacks=cbs)
         search.info(**next(cb for cb in cbs if isinstance(cb, StagedPruning)).summary())
         return pruned
@@ -87,8 +82,10 @@ class UniLTH(Selecting):
         regularizers.attach(pruned)
         return pruned
 
-    def callbacks(self, model, target_sparsity, checkpoint_dir=None, on_round_end=None):
-        """The callbacks of one UniLTH (or UniDLTH) fit of `self.epochs` epochs."""
+    def callbacks(self, model, target_sparsity, checkpoint_dir=None, on_round_end=None,
+                  batch=None):
+        """The callbacks of one UniLTH (or UniDLTH) fit of `self.epochs` epochs.
+        `batch()` gives the (x, y) batch a gradient criterion is scored on."""
         del model  # every callback finds the model through set_model
         rewind_epochs = self.patience if self.rewind_epochs is None else self.rewind_epochs
         rewind = Rewind(checkpoint_dir,
@@ -99,25 +96,25 @@ class UniLTH(Selecting):
         finetune = PlateauTrigger("val_loss", min_delta=self.min_delta,
                                   patience=self.finetune_patience, stop_on_fire=True)
         stages = StagedPruning(self, target_sparsity, trigger, rewind, growth, finetune,
-                               on_round_end=on_round_end)
+                               on_round_end=on_round_end, batch=batch)
         return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
-@register_method("unidlth")
-class UniDLTH(UniLTH):
-    """UniLTH's stages on a random ticket drawn once at initialization."""
-    allocation: str = hparam(
-        "uniform", "Per-layer densities of the random ticket: uniform (output layer per "
-        "--output_rate_scale) or erk (Erdos-Renyi-Kernel).", choices=("uniform", "erk"))
+@register_method("unilth")
+class UniLTH(Selecting, Staged):
+    """UniLTH: the removals follow the criterion (magnitude) among the survivors."""
 
-    random_ticket = True
+
+@register_method("unidlth")
+class UniDLTH(RandomTicket, Staged):
+    """UniDLTH: UniLTH's stages on a random ticket drawn once at initialization."""
 
 
 class StagedPruning(keras.callbacks.Callback):
     """Runs stages 2 and 3 when the plateau trigger fires (see module doc)."""
 
     def __init__(self, method, target_sparsity, trigger, rewind, growth, finetune,
-                 on_round_end=None):
+                 on_round_end=None, batch=None):
         super().__init__()
         if method.round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {method.round_epochs}.")
@@ -128,6 +125,7 @@ class StagedPruning(keras.callbacks.Callback):
         self.rewind_epochs = method.patience if method.rewind_epochs is None \
             else method.rewind_epochs
         self.on_round_end = on_round_end or _print_round
+        self.batch = batch
         if method.epochs < method.rounds * method.round_epochs + 1:
             raise ValueError(
                 f"An epoch budget of {method.epochs} cannot hold stage 1 plus {method.rounds} "
@@ -167,7 +165,8 @@ class StagedPruning(keras.callbacks.Callback):
         rates = self.selector.allocation.round_rates(
             alive, self.densities[self.round - 1], self.densities[-1], self.round,
             self.method.rounds, masks.output_layer(self.model))
-        chosen = masks.choose(self.model, self.selector, rates)
+        batch = self.batch() if self.batch and self.selector.needs_gradients else None
+        chosen = masks.choose(self.model, self.selector, rates, batch)
         regularizers.set_selection(self.model, chosen)
         for record in masks.pruned_weights(self.model):  # each layer's share
             schedule = record.wrapper.pruning_schedule

@@ -52,8 +52,11 @@ def register_criterion(name):
         if not (isinstance(cls, type) and issubclass(cls, Criterion)):
             raise TypeError(f"register_criterion({name!r}) decorates a Criterion subclass, "
                             f"got {cls!r}.")
-        if name in _CRITERIA and _CRITERIA[name] is not cls:
-            raise ValueError(f"A criterion named {name!r} is already registered.")
+        known = _CRITERIA.get(name)
+        if known is not None and known is not cls and (
+                known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"A criterion named {name!r} is already registered "
+                             f"({known.__module__}.{known.__qualname__}).")
         cls.name = name
         _CRITERIA[name] = cls
         return cls

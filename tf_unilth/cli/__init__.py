@@ -1,0 +1,1 @@
+"""The `tf-unilth` command: one absl program per subcommand."""

@@ -1,0 +1,172 @@
+"""Find a lottery ticket on a TFDS dataset with one of tf_unilth's methods.
+
+    tf-unilth find-ticket --method=unilth --target_sparsity=0.9 \
+        --dataset=mnist --model=lenet300_100 --output_dir=runs/unilth
+
+Writes to --output_dir: results.json (per-round records, final numbers, every
+flag), ticket.keras (the trained ticket, wrappers stripped), curve.png (test
+accuracy against sparsity per round) and TensorBoard logs under logs/.
+
+Every method hyperparameter is a flag (`--helpfull` lists each method's
+default); `--plugin=my_method.py` imports a file (or module) first, so the
+methods it registers are available and get their flags too.
+
+The search snapshots itself in --output_dir/state after every epoch: a run
+killed at any point (kill -9 included) continues from its last snapshot when
+the same command is started again; a finished run says so and exits.
+
+Distributed training (--distribution): `mirrored` trains on this machine's
+GPUs, or on --cpu_devices logical CPU devices; `multi_worker` is one process
+per worker configured by TF_CONFIG (`tf-unilth launch-workers` starts them on
+this machine). --batch_size is the global batch, split evenly over the
+replicas. Under multi-worker only the chief writes results.json, the ticket and
+the plot; --output_dir must be a directory every worker sees. Every worker
+prints the digest of its masks at the end (equal digests: same ticket).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+import tf_unilth
+from tf_unilth import distribute, methods, results
+from tf_unilth.cli import method_flags
+
+FLAGS = flags.FLAGS
+# The flags of a run (recorded in flags.json and results.json); method flags are added.
+RUN_FLAGS = []
+
+
+def _define(kind, name, default, help_text, choices=None, **kwargs):
+    if kind == "enum":
+        flags.DEFINE_enum(name, default, choices, help_text, **kwargs)
+    else:
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **kwargs)
+    RUN_FLAGS.append(name)
+
+
+def define_flags():
+    """Defines the program's flags (after plugins registered their methods)."""
+    if RUN_FLAGS:
+        return
+    _define("enum", "method", "dense", "Ticket method.", sorted(methods.names()))
+    _define("string", "dataset", "mnist",
+            f"TFDS dataset ({', '.join(tf_unilth.data.KNOWN_DATASETS)}).")
+    _define("string", "model", "lenet300_100",
+            f"Network ({', '.join(tf_unilth.models.names())}).")
+    _define("string", "data_dir", None,
+            "TFDS data dir (default: $TFDS_DATA_DIR, else TFDS's own).")
+    _define("string", "output_dir", None,
+            "Directory for results.json, the ticket and plots.", required=True)
+    _define("integer", "seed", 0,
+            "Seed for initialization, data order, splits and random tickets.")
+    _define("float", "target_sparsity", 0.9,
+            "Fraction of prunable weights removed, in [0, 1).")
+    _define("integer", "verbose", 2,
+            "Keras verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+    _define("enum", "distribution", "default",
+            "default: one device; mirrored: this machine's GPUs (else --cpu_devices "
+            "logical CPUs); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.",
+            list(distribute.STRATEGIES))
+    _define("integer", "cpu_devices", 2, "--distribution=mirrored without GPUs: logical "
+            "CPU devices (replicas) to split the CPU into.")
+    _define("integer", "batch_size", 60, "Global batch size (LTH paper: 60); split evenly "
+            "over the replicas of --distribution.")
+    _define("float", "learning_rate", 6e-4, "Learning rate. Default chosen on MNIST "
+            "validation accuracy of dense LeNet-300-100 (6e-4: 98.22%, 1.2e-3 (LTH paper): "
+            "98.04%).")
+    _define("enum", "optimizer", "adam", "Optimizer.",
+            list(tf_unilth.training.OPTIMIZERS))
+    _define("list", "exclude", [], "Layers to keep dense (names, comma-separated).")
+    _define("integer", "validation_size", 5000, "Training examples held out for validation.")
+    _define("boolean", "standardize", False, "Per-channel standardization of the images.")
+    _define("integer", "train_limit", None,
+            "Use only the first N training examples (try-outs).")
+    _define("integer", "test_limit", None, "Use only the first N test examples (try-outs).")
+    _define("list", "plugin", [], "Python files or modules to import first (they may "
+            "register methods and criteria).")
+    method_flags.define()
+    RUN_FLAGS.extend(sorted(method_flags.method_fields()))
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # keep the output to progress and round lines
+    flag_values = {name: FLAGS[name].value for name in sorted(RUN_FLAGS)}
+    multi_worker = FLAGS.distribution == "multi_worker"
+    if multi_worker:
+        try:
+            distribute.tf_config()
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
+    try:
+        args = method_flags.values(FLAGS.method)
+        method = methods.get(FLAGS.method).create(**args)
+        method.check(FLAGS.target_sparsity)
+    except (TypeError, ValueError) as e:
+        raise app.UsageError(str(e)) from None
+    # First TensorFlow work: logical devices and collective ops are set up here.
+    strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
+    try:
+        per_replica = distribute.check_batch_size(FLAGS.batch_size, strategy)
+    except ValueError as e:
+        raise app.UsageError(f"--batch_size: {e}") from None
+    # Flags are checked (and recorded) only once they are known to be usable.
+    # Only the chief records them; under multi-worker every worker reads them.
+    run_dir = results.RunDir(FLAGS.output_dir, write_flags=distribute.is_chief(strategy))
+    if run_dir.check_flags(flag_values) == "finished":
+        print(f"{FLAGS.output_dir} already holds the finished run with these flags "
+              f"(results.json); nothing to do.")
+        return 0
+    splits = tf_unilth.data.load(
+        FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+        validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize,
+        train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit)
+    with strategy.scope():  # weights, wrappers, masks, optimizer: all in the scope
+        model = tf_unilth.models.build(FLAGS.model, splits.info.input_shape,
+                                       splits.info.num_classes, seed=FLAGS.seed)
+    print(f"{FLAGS.method} on {FLAGS.dataset}/{FLAGS.model}: "
+          f"{tf_unilth.models.count_params(model):,} parameters, target sparsity "
+          f"{FLAGS.target_sparsity}, {splits.info.num_train} train / "
+          f"{splits.info.num_validation} validation / {splits.info.num_test} test examples.")
+    where = (f"worker {distribute.task_id(strategy)}"
+             f"{' (chief)' if distribute.is_chief(strategy) else ''}, " if multi_worker else "")
+    print(f"Distribution: {FLAGS.distribution}, {where}{strategy.num_replicas_in_sync} "
+          f"replica(s) in sync, global batch {FLAGS.batch_size} = {per_replica} per replica.")
+    result = tf_unilth.find_ticket(
+        model, method, splits.train, splits.validation,
+        target_sparsity=FLAGS.target_sparsity, test_data=splits.test,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, exclude=FLAGS.exclude,
+        verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"),
+        state_dir=run_dir.path("state"), strategy=strategy)
+    digests = tf_unilth.training.replica_masks_digests(result.pruned_model) \
+        if result.pruned_model is not None else []
+    if digests:
+        print(f"masks digest ({where}replicas {', '.join(map(str, range(len(digests))))}): "
+              f"{' '.join(digests)}")
+    distribution = {"strategy": FLAGS.distribution, "replicas": strategy.num_replicas_in_sync,
+                    "per_replica_batch": per_replica, "masks_digest": digests[0] if digests
+                    else None}
+    # Every worker saves (saving may need all of them); a non-chief into its
+    # temporary directory, removed right after (TensorFlow's convention).
+    writer = results.RunDir(distribute.worker_dirpath(FLAGS.output_dir, strategy))
+    summary = writer.write_results(
+        method=FLAGS.method, dataset=FLAGS.dataset, model_name=FLAGS.model, seed=FLAGS.seed,
+        target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values,
+        distribution=distribution)
+    distribute.remove_worker_dirpath(FLAGS.output_dir, strategy)
+    print(json.dumps(summary["final"], indent=1))
+    if distribute.is_chief(strategy):
+        print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
+              f"{run_dir.path('curve.png')}.")
+    return 0
+
+
+def run(argv=None):
+    """The program: loads --plugin modules, defines the flags, runs `main`."""
+    argv = list(sys.argv if argv is None else argv)
+    method_flags.load_plugins(argv)
+    define_flags()
+    app.run(main, argv=argv)
