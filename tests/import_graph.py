@@ -85,3 +85,59 @@ def cycles(edges, ignore=()):
         if v not in index:
             visit(v)
     return found
+
+
+def write_build_libraries(path=ROOT / "BUILD"):
+    """Rewrites BUILD's py_library targets (one per module; sparsity, engine,
+    methods, export and cli one per package) from the import graph: after adding a
+    module or an import, run `python tests/import_graph.py --build`."""
+    groups = {"tf_unilth.sparsity": "sparsity", "tf_unilth.engine": "engine",
+              "tf_unilth.methods": "methods", "tf_unilth.export": "export",
+              "tf_unilth.cli": "cli"}
+
+    def target(m):
+        if m == "tf_unilth":
+            return "tf_unilth"
+        for prefix, name in groups.items():
+            if m == prefix or m.startswith(prefix + "."):
+                return name
+        return m.split(".")[-1].lstrip("_")
+
+    edges, targets = graph(), {}
+    for m, p in modules().items():
+        t = targets.setdefault(target(m), {"srcs": set(), "deps": set()})
+        t["srcs"].add(str(p.relative_to(ROOT)))
+        t["deps"].update(target(d) for d in edges[m])
+    order, seen = [], set()
+
+    def visit(t):
+        if t in seen:
+            return
+        seen.add(t)
+        for d in sorted(targets[t]["deps"] - {t}):
+            visit(d)
+        order.append(t)
+
+    for t in sorted(targets):
+        visit(t)
+    out = []
+    for t in order:
+        srcs, deps = sorted(targets[t]["srcs"]), sorted(targets[t]["deps"] - {t})
+        s = f'py_library(\n    name = "{t}",\n'
+        s += (f'    srcs = ["{srcs[0]}"],\n' if len(srcs) == 1 else
+              "    srcs = [\n" + "".join(f'        "{x}",\n' for x in srcs) + "    ],\n")
+        if deps:
+            joined = ", ".join(f'":{d}"' for d in deps)
+            s += (f"    deps = [{joined}],\n" if len(joined) < 70 else
+                  "    deps = [\n" + "".join(f'        ":{d}",\n' for d in deps) + "    ],\n")
+        out.append(s + ")\n")
+    text = path.read_text()
+    start = text.index('py_library(\n    name = "compat"')
+    end = text.index('py_library(\n    name = "test_helpers"')
+    path.write_text(text[:start] + "\n".join(out) + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    import sys
+    if "--build" in sys.argv:
+        write_build_libraries()
