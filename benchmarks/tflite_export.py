@@ -51,6 +51,7 @@ from absl import app, flags, logging
 
 import tf_unilth
 from tf_unilth import export
+from tf_unilth.export import timing  # latency measurement, benchmark-only
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "TFDS data dir holding mnist (default: $TFDS_DATA_DIR).")
@@ -193,7 +194,7 @@ def main(argv):
     logging.info("latency: %d files, %d rounds x %d invokes", len(files), FLAGS.latency_rounds,
                  FLAGS.latency_runs)
     load_before = os.getloadavg()
-    measured = export.latency(files, x_test[:1], rounds=FLAGS.latency_rounds,
+    measured = timing.latency(files, x_test[:1], rounds=FLAGS.latency_rounds,
                               runs=FLAGS.latency_runs, resolvers=resolvers)
     load = {"before": load_before, "after": os.getloadavg()}
     dense_float = models["dense"]["exports"]["float"]["size_bytes"]
@@ -207,8 +208,8 @@ def main(argv):
             record["size_vs_dense_float"] = record["size_bytes"] / dense_float
             record["size_vs_dense_same_precision"] = record["size_bytes"] / (
                 dense_int8 if label == "int8" else dense_float)
-            record["speedup_vs_dense_float"] = export.speedup(measured, "dense/float", key)
-            record["speedup_vs_dense_same_precision"] = export.speedup(
+            record["speedup_vs_dense_float"] = timing.speedup(measured, "dense/float", key)
+            record["speedup_vs_dense_same_precision"] = timing.speedup(
                 measured, "dense/int8" if label == "int8" else "dense/float", key)
             record["accuracy_vs_dense_float_points"] = 100 * (
                 record["tflite_test_accuracy"] - dense_acc)

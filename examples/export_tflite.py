@@ -1,79 +1,15 @@
-"""Export a ticket to a sparse .tflite file and check it against the Keras model.
+"""Export a ticket to a checked, sparse .tflite file: `tf_unilth.cli.export_tflite`.
 
     python examples/export_tflite.py --ticket=runs/unilth_mnist/ticket.keras \
         --output=runs/unilth_mnist/ticket.tflite [--quantize=dynamic_int8]
-
-Strips pruning wrappers if present, converts with EXPERIMENTAL_SPARSITY (plus
-DEFAULT for dynamic int8), writes --output, runs it in the LiteRT interpreter
-on the first --check_examples test images of --dataset and compares with the
-Keras model. Prints the file size against a dense conversion, how the zeros are
-encoded (read from the flatbuffer), the check and, with --latency_runs > 0, the
-batch-1 single-thread latency of the sparse and the dense file (interleaved,
-median). --report writes all of it as JSON.
 """
 
-import json
-import sys
+import os
 
-from absl import app, flags, logging
+# Before TensorFlow loads (importing tf_unilth does): no C++ INFO/WARNING lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tf_unilth
-from tf_unilth import export
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("ticket", None, "Saved tf_keras model (.keras), e.g. find_ticket.py's "
-                    "ticket.keras.", required=True)
-flags.DEFINE_string("output", None, "The .tflite file to write.", required=True)
-flags.DEFINE_enum("quantize", "none", ["none", "dynamic_int8"],
-                  "none: float32; dynamic_int8: int8 weights, float activations.")
-flags.DEFINE_boolean("sparse", True, "Encode zeros (EXPERIMENTAL_SPARSITY); --nosparse for a "
-                     "plain dense export.")
-flags.DEFINE_enum("prefer", "speed", list(export.PREFER),
-                  "speed: the converter's encoding; size: re-encode block-sparse weights as "
-                  "CSR where that is smaller (dense speed).")
-flags.DEFINE_string("dataset", "mnist", "TFDS dataset whose test images check the export "
-                    "('none': random inputs in [0, 1)).")
-flags.DEFINE_string("data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR). Never downloads.")
-flags.DEFINE_boolean("standardize", False, "Standardize the check images as the ticket was "
-                     "trained (find_ticket.py --standardize).")
-flags.DEFINE_integer("check_examples", 1000, "Test images the check runs on.")
-flags.DEFINE_integer("latency_runs", 500, "Invokes per round (10 rounds) for the latency "
-                     "comparison; 0 skips it.")
-flags.DEFINE_integer("num_threads", 1, "Interpreter threads.")
-flags.DEFINE_string("report", None, "Optional JSON file for the export report.")
-
-
-def check_inputs():
-    if FLAGS.dataset == "none":
-        return None
-    splits = tf_unilth.data.load(FLAGS.dataset, data_dir=FLAGS.data_dir, download=False,
-                                 batch_size=FLAGS.check_examples, validation_size=0,
-                                 standardize=FLAGS.standardize, shuffle=False)
-    return next(iter(splits.test))[0].numpy()
-
-
-def main(argv):
-    del argv
-    model = export.load_ticket(FLAGS.ticket)
-    sample = check_inputs()
-    expected = tuple(model.inputs[0].shape[1:])
-    if sample is not None and tuple(sample.shape[1:]) != expected:
-        raise ValueError(f"--dataset={FLAGS.dataset} gives inputs of shape {sample.shape[1:]}, "
-                         f"the ticket expects {expected}: pick the dataset it was trained on.")
-    quantize = None if FLAGS.quantize == "none" else FLAGS.quantize
-    report = export.to_tflite(model, FLAGS.output, sparse=FLAGS.sparse, quantize=quantize,
-                              prefer=FLAGS.prefer, sample=sample, latency_runs=FLAGS.latency_runs,
-                              num_threads=FLAGS.num_threads)
-    print(report.summary())
-    if FLAGS.report:
-        with open(FLAGS.report, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2)
-        logging.info("report written to %s", FLAGS.report)
-
+from tf_unilth.cli import export_tflite  # noqa: E402  (after the environment is set)
 
 if __name__ == "__main__":
-    try:
-        app.run(main)
-    except (FileNotFoundError, ValueError, TypeError, export.ExportCheckError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    export_tflite.run()

@@ -1,14 +1,20 @@
-"""TFLite export: round trip, sparse encoding, int8 + delegate fallback, stripping, errors."""
+"""TFLite export: round trip, sparse encoding, int8 + delegate fallback, stripping, errors,
+LiteRT imported lazily, the command-line program."""
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tf_unilth._compat import keras, tfmot
 from tf_unilth import export, masks, wrapper
+from tf_unilth.export import interpreter
 from helpers import toy_data, toy_model
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM, HIDDEN = 64, 128  # big enough for the converter to bother encoding sparsity
 
 
@@ -155,7 +161,7 @@ def test_delegate_failure_falls_back_and_other_errors_do_not(monkeypatch, caplog
             return super().allocate_tensors()
 
     monkeypatch.setattr(litert, "Interpreter", FailingDelegate)
-    with caplog.at_level("WARNING", logger="tf_unilth.export"):
+    with caplog.at_level("WARNING", logger="tf_unilth.export.interpreter"):
         out, resolver, reason = export.predict(content, _sample(8))
     assert resolver == export.RESOLVER_BUILTIN and "TfLiteXNNPackDelegate" in reason
     assert out.shape == (8, 3)
@@ -209,8 +215,8 @@ def test_saved_ticket_path_is_loaded(tmp_path):
 
 
 def test_a_mismatch_raises(tmp_path, monkeypatch):
-    real = export.predict
-    monkeypatch.setattr(export, "predict",
+    real = interpreter.predict  # what to_tflite runs the file with
+    monkeypatch.setattr(interpreter, "predict",
                         lambda *a, **k: (real(*a, **k)[0] + 1.0,) + real(*a, **k)[1:])
     with pytest.raises(export.ExportCheckError, match="relative error"):
         export.to_tflite(_model(), str(tmp_path / "m.tflite"), sample=_sample(),
@@ -219,7 +225,7 @@ def test_a_mismatch_raises(tmp_path, monkeypatch):
 
 
 def test_wrong_delegate_outputs_switch_to_the_builtin_kernels(tmp_path, monkeypatch):
-    real = export.predict
+    real = interpreter.predict  # what to_tflite runs the file with
 
     def nan_with_xnnpack(*args, resolver=None, **kw):
         out, used, reason = real(*args, resolver=resolver, **kw)
@@ -228,7 +234,7 @@ def test_wrong_delegate_outputs_switch_to_the_builtin_kernels(tmp_path, monkeypa
             out[:, 0] = np.nan  # what XNNPACK returned for int8 1x16 block-sparse kernels
         return out, used, reason
 
-    monkeypatch.setattr(export, "predict", nan_with_xnnpack)
+    monkeypatch.setattr(interpreter, "predict", nan_with_xnnpack)
     report = export.to_tflite(_model(), str(tmp_path / "n.tflite"), sample=_sample(),
                               compare_dense=False)
     assert report.resolver == export.RESOLVER_BUILTIN and report.passed
@@ -259,3 +265,54 @@ def test_keras3_model_is_refused(tmp_path):
     model = keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)])
     with pytest.raises(TypeError, match="Keras 3.*tf_keras"):
         export.to_tflite(model, str(tmp_path / "k3.tflite"))
+
+
+def test_missing_litert_raises_an_import_error_naming_the_fix(monkeypatch):
+    content = export.convert(_model(), sparse=False)  # TensorFlow only, no LiteRT
+    for name in ("ai_edge_litert", "ai_edge_litert.interpreter",
+                 "ai_edge_litert.schema_py_generated"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import` of it now fails
+    fix = 'pip install "tf_unilth[export]"'
+    for call in (lambda: export.predict(content, _sample(8)),
+                 lambda: export.inspect_tflite(content),
+                 lambda: export.smallest_encoding(content)):
+        with pytest.raises(ImportError) as err:
+            call()
+        assert fix in str(err.value) and isinstance(err.value, export.MissingLiteRTError)
+
+
+def test_importing_tf_unilth_does_not_load_litert():
+    code = ("import sys, tf_unilth; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ai_edge_litert'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_program_prints_the_report_and_errors_in_one_line(tmp_path):
+    model = _zero_unstructured(_model())
+    model.save(tmp_path / "ticket.keras")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def program(*args):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "examples", "export_tflite.py"),
+                               *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    out = program("--ticket=ticket.keras", "--output=t.tflite", "--dataset=none",
+                  "--latency_runs=0", "--report=report.json")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("wrote t.tflite (float32, sparse=True, prefer=speed)")
+    assert any(line.startswith("  check on 64 random inputs in [0, 1)") for line in lines)
+    assert lines[-1] == "report written to report.json"
+    assert json.loads((tmp_path / "report.json").read_text())["passed"] is True
+    # Quiet: no INFO lines from TensorFlow's or absl's Python logging (e.g. the
+    # converter's "Using new converter"), nor the C++ INFO lines that
+    # TF_CPP_MIN_LOG_LEVEL=2 (set by the script when unset) hides.
+    assert "INFO:tensorflow" not in out.stderr and "Using new converter" not in out.stderr
+    assert "cpu_feature_guard" not in out.stderr
+
+    out = program("--ticket=missing.keras", "--output=t.tflite", "--dataset=none")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("error: No model file at 'missing.keras'")
+    assert "Traceback" not in out.stderr
