@@ -1,12 +1,17 @@
 """Fixed-seed short searches whose outcome is pinned in tests/data/pinned_runs.json.
 
 Every method (and the main variants of its options) runs on a small real-MNIST
-subset with the pre-fast-path training settings; the masks digest, the round
+subset; the masks digest, the round
 records (without wall time), the final numbers and the method's summary are
 compared with the pinned ones by tests/test_pinned_runs.py, so a refactoring
-that changes what a method does cannot pass unnoticed.
+that changes what a method does cannot pass unnoticed. The pins were written
+with one step per execution; the runs use multi-step execution (chunks of 50
+here, which divide neither LTH's k = 7 nor every event step), so the test also
+shows that chunking changes nothing. XLA is off: it gives the same masks, but
+its fused float arithmetic can change the last bits of a loss.
 
     python tests/pinned_runs.py --write   # re-pin (only for an intended change)
+    python tests/pinned_runs.py --one_step --jit_compile   # other settings, printed
 """
 
 import json
@@ -41,7 +46,7 @@ def _strip_time(record):
     return {k: v for k, v in record.items() if k not in ("wall_seconds", "seconds")}
 
 
-def run(name, data_dir):
+def run(name, data_dir, **settings):
     import tf_unilth  # pylint: disable=import-outside-toplevel
     method, kwargs = RUNS[name]
     splits = tf_unilth.data.load("mnist", data_dir=data_dir, download=False, batch_size=60,
@@ -49,7 +54,8 @@ def run(name, data_dir):
     model = tf_unilth.models.build("lenet300_100", (28, 28, 1), 10, seed=0)
     result = tf_unilth.find_ticket(
         model, method, splits.train, splits.validation, target_sparsity=0.75,
-        test_data=splits.test, verbose=0, printer=lambda *_: None, **kwargs)
+        test_data=splits.test, verbose=0, printer=lambda *_: None,
+        **{"steps_per_execution": "auto", "jit_compile": False, **settings}, **kwargs)
     digest = tf_unilth.training.masks_digest(result.pruned_model) \
         if result.pruned_model is not None else None
     return {"masks_digest": digest, "rounds": [_strip_time(r) for r in result.rounds],
@@ -59,7 +65,12 @@ def run(name, data_dir):
 
 def main(argv):
     data_dir = os.environ.get("TFDS_DATA_DIR")
-    out = {name: run(name, data_dir) for name in RUNS}
+    settings = {}
+    if "--one_step" in argv:  # the settings the pins were written with
+        settings["steps_per_execution"] = 1
+    if "--jit_compile" in argv:
+        settings["jit_compile"] = True
+    out = {name: run(name, data_dir, **settings) for name in RUNS}
     text = json.dumps(out, indent=1, sort_keys=True)
     if "--write" in argv:
         with open(PINS, "w") as f:

@@ -161,6 +161,11 @@ def set_variable_constraint(variable, constraint):
 # ---------------------------------------------------------------------------
 # tf_keras training loop
 
+def implements_train_batch_hooks(callback):
+    """Whether Keras calls `callback` at every training batch (or chunk)."""
+    return bool(callback._implements_train_batch_hooks())  # pylint: disable=protected-access
+
+
 def steps_per_execution_variable(model):
     """The variable holding how many steps one call of the train function
     runs (Keras reads it before every call, so changing it splits a chunk)."""

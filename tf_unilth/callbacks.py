@@ -12,7 +12,7 @@
 import os
 import tempfile
 
-from tf_unilth._compat import keras, tf, tfmot
+from tf_unilth._compat import keras, steps_per_execution_variable, tf, tfmot
 from tf_unilth import masks as masks_lib
 from tf_unilth import regularizers as reg_lib
 from tf_unilth import wrapper as wrapper_lib
@@ -147,7 +147,7 @@ class Rewind(keras.callbacks.Callback):
     the initialization at train begin). `rewind_epochs(r)` restores the state
     of `r` epochs ago, `rewind_to_step()` the step-k state. Masks never come
     back: restored weights and optimizer slots are multiplied by the current
-    masks. `reset_optimizer=True` zeroes the optimizer state instead of
+    masks. `restore_optimizer=False` zeroes the optimizer state instead of
     restoring it. Uses `tf.train.Checkpoint` / `CheckpointManager`.
     """
 
@@ -167,10 +167,13 @@ class Rewind(keras.callbacks.Callback):
         self._step_path = None
         self.saved_epochs = []
         self.last_restored = None
+        self._chunk = None  # the model's steps_per_execution (chunks may be cut short)
 
     # -- lifecycle --------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._ensure_checkpoint()
+        variable = steps_per_execution_variable(self.model)
+        self._chunk = None if variable is None else int(variable.numpy())
         if self._step_path is None and self.save_step is not None and \
                 os.path.exists(self._step_prefix() + ".index"):
             self._step_path = self._step_prefix()  # taken by an earlier attempt of the run
@@ -187,10 +190,16 @@ class Rewind(keras.callbacks.Callback):
         self._step_path = state["step_path"]
         self.last_restored = state["last_restored"]
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._split_chunk_at_step()
+
     def on_train_batch_end(self, batch, logs=None):
         if self.save_step and self._step_path is None:
             if current_step(self.model) >= self.save_step:
                 self._save_step_checkpoint()
+                self._restore_chunk()
+            else:
+                self._split_chunk_at_step()
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs.save(checkpoint_number=epoch)
@@ -198,9 +207,26 @@ class Rewind(keras.callbacks.Callback):
         self.saved_epochs = self.saved_epochs[-self.keep_epochs:]
 
     # Keras only calls batch hooks of callbacks that override them; skip the
-    # per-batch cost entirely when there is no step-k checkpoint to take.
+    # per-batch cost entirely when there is no step-k checkpoint left to take.
     def _implements_train_batch_hooks(self):
-        return bool(self.save_step)
+        return bool(self.save_step) and self._step_path is None
+
+    def _split_chunk_at_step(self):
+        """With multi-step execution (steps_per_execution > 1) Keras calls batch
+        hooks once per chunk of steps; the chunk that would run past step k is
+        shortened to end exactly at k (Keras reads the chunk length before
+        every call, and counts by it), so theta_k is taken at step k."""
+        variable = steps_per_execution_variable(self.model)
+        if not self.save_step or self._step_path is not None or variable is None:
+            return
+        left = self.save_step - current_step(self.model)
+        if 0 < left < self._chunk:
+            variable.assign(left)
+
+    def _restore_chunk(self):
+        variable = steps_per_execution_variable(self.model)
+        if variable is not None and self._chunk:
+            variable.assign(self._chunk)
 
     # -- restoring ----------------------------------------------------------
     def rewind_to_epoch(self, epoch):

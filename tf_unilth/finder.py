@@ -36,7 +36,8 @@ def make_method(method, method_args=None, epochs=None):
 def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
                 test_data=None, epochs=None, *, optimizer="adam", learning_rate=None,
                 loss=None, metrics=None, exclude=(), batch_size=128, strategy=None, verbose=1,
-                log_dir=None, printer=print, callbacks=(), state_dir=None, **method_args):
+                log_dir=None, printer=print, callbacks=(), state_dir=None,
+                steps_per_execution="auto", jit_compile="auto", **method_args):
     """Trains `model` into a ticket with a registered method (`methods.names()`).
 
     `method`: a method name, or a method instance (`methods.get(name)(...)`).
@@ -49,7 +50,9 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     tf_keras optimizer (copied for every model the method compiles);
     `learning_rate` defaults to 6e-4 for a name and to the instance's own;
     `exclude` names layers that stay dense. `callbacks` are added to every
-    `fit` the method makes. With `state_dir`, the search snapshots itself there
+    `fit` the method makes. `steps_per_execution` and `jit_compile` ('auto':
+    the fast setting where it is exact, see `tf_unilth.engine.execution`) are
+    how the training steps run. With `state_dir`, the search snapshots itself there
     after every epoch; called again with the same arguments and `state_dir` it
     resumes instead of starting over.
 
@@ -80,7 +83,8 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     search = search_lib.Search(
         data, optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
         strategy=strategy, exclude=exclude, verbose=verbose, log_dir=log_dir, printer=printer,
-        callbacks=callbacks, state_dir=state_dir)
+        callbacks=callbacks, state_dir=state_dir, steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile)
     trained = chosen.run(search, model, target_sparsity)
     return finish(search, trained)
 

@@ -83,7 +83,7 @@ class Search:
 
     def __init__(self, data, *, optimizer="adam", learning_rate=None, loss=None, metrics=None,
                  strategy=None, exclude=(), verbose=1, log_dir=None, printer=print,
-                 callbacks=(), state_dir=None):
+                 callbacks=(), state_dir=None, steps_per_execution="auto", jit_compile="auto"):
         self.data = data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.exclude = tuple(exclude)
@@ -101,8 +101,10 @@ class Search:
         self.trainer = trainer_lib.Trainer(
             data, self.journal, self.log, optimizer=optimizer, learning_rate=learning_rate,
             loss=loss, metrics=metrics, strategy=self.strategy, verbose=verbose,
-            log_dir=log_dir, printer=printer, callbacks=callbacks)
+            log_dir=log_dir, printer=printer, callbacks=callbacks,
+            steps_per_execution=steps_per_execution, jit_compile=jit_compile)
         self.summary = {}
+        self.print(self.trainer.execution.describe())
         if self.journal.resumed:
             self.print(f"Resuming the search kept in {self.journal.directory}: finished fits "
                        "are restored, not retrained.")

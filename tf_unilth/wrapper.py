@@ -45,12 +45,21 @@ def _strategy_update(distribution, var, fn, *args):
 
 class RemovalPlan(tf.Module):
     """Per prunable weight of one wrapper: the entries the next pruning event
-    removes (1 = remove), and how far tfmot's magnitude criterion agreed at the
-    last event. Kept in a tf.Module, not as layer weights: checkpoints carry
-    it, `get_weights`/`set_weights` stay tfmot's."""
+    removes (1 = remove), how far tfmot's magnitude criterion agreed at the
+    last event, and the steps of the last `EVENTS_KEPT` events (written in the
+    training step: proof that events land where the schedule planned them,
+    whatever the steps per execution). Kept in a tf.Module, not as layer
+    weights: checkpoints carry it, `get_weights`/`set_weights` stay tfmot's."""
+
+    EVENTS_KEPT = 16
 
     def __init__(self, weights, name="removal_plan"):
         super().__init__(name=name)
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.event_steps = tf.Variable(tf.fill([self.EVENTS_KEPT], tf.constant(-1, tf.int64)),
+                                       trainable=False, name="event_steps", aggregation=first)
+        self.event_count = tf.Variable(tf.constant(0, tf.int64), trainable=False,
+                                       name="event_count", aggregation=first)
         self.plans = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False,
                                   name=f"plan_{i}") for i, w in enumerate(weights)]
         self.selected_count = tf.Variable(
@@ -109,7 +118,15 @@ class MonotonePruning(TfmotPruning):
                                         tf.cast(planned, tf.float32)))
             ops.append(_strategy_update(distribution, plan.agreed_count, assign,
                                         tf.cast(agreed, tf.float32)))
-            return tf.group(ops)
+            slot = plan.event_count % plan.EVENTS_KEPT
+            with tf.control_dependencies(ops):
+                log = [_strategy_update(distribution, plan.event_steps,
+                                        lambda v, i, t: v.scatter_nd_update([[i]], [t]),
+                                        slot, tf.cast(step_fn(), tf.int64)),
+                       _strategy_update(distribution, plan.event_count,
+                                        lambda v, one: v.assign_add(one),
+                                        tf.constant(1, tf.int64))]
+            return tf.group(ops + log)
 
         def maybe_apply(distribution=None):
             should_prune = schedule(step_fn())[0]
@@ -437,6 +454,18 @@ def pruning_state_variables(model):
             for _, mask, threshold in layer.pruning_vars:
                 state += [mask, threshold]
     return state
+
+
+def event_steps(model):
+    """Training steps at which the first of our wrappers pruned, oldest first
+    (the last `RemovalPlan.EVENTS_KEPT` events)."""
+    layers = [l for l in wrappers(model) if isinstance(l, MonotonePruneLowMagnitude)]
+    if not layers:
+        return []
+    plan = layers[0].removal_plan
+    count, steps = int(plan.event_count.numpy()), plan.event_steps.numpy()
+    kept = min(count, plan.EVENTS_KEPT)
+    return [int(steps[(count - kept + i) % plan.EVENTS_KEPT]) for i in range(kept)]
 
 
 def selection_fidelity(model):

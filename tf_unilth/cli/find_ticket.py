@@ -80,6 +80,11 @@ def define_flags():
     _define("enum", "optimizer", "adam", "Optimizer.",
             list(tf_unilth.training.OPTIMIZERS))
     _define("list", "exclude", [], "Layers to keep dense (names, comma-separated).")
+    _define("string", "steps_per_execution", "auto", "Training steps per call of the train "
+            "function: an int, or auto (the fast setting where it is exact; the run's first "
+            "lines say which).")
+    _define("enum", "jit_compile", "auto", "Compile the training step with XLA: true, false, "
+            "or auto (on one device).", ["auto", "true", "false"])
     _define("integer", "validation_size", 5000, "Training examples held out for validation.")
     _define("boolean", "standardize", False, "Per-channel standardization of the images.")
     _define("integer", "train_limit", None,
@@ -102,6 +107,7 @@ def main(argv):
         except ValueError as e:
             raise app.UsageError(str(e)) from None
     try:
+        execution = _execution_flags()
         args = method_flags.values(FLAGS.method)
         method = methods.get(FLAGS.method).create(**args)
         method.check(FLAGS.target_sparsity)
@@ -140,7 +146,7 @@ def main(argv):
         target_sparsity=FLAGS.target_sparsity, test_data=splits.test,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, exclude=FLAGS.exclude,
         verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"),
-        state_dir=run_dir.path("state"), strategy=strategy)
+        state_dir=run_dir.path("state"), strategy=strategy, **execution)
     digests = tf_unilth.training.replica_masks_digests(result.pruned_model) \
         if result.pruned_model is not None else []
     if digests:
@@ -162,6 +168,18 @@ def main(argv):
         print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
               f"{run_dir.path('curve.png')}.")
     return 0
+
+
+def _execution_flags():
+    spe = FLAGS.steps_per_execution
+    if spe != "auto":
+        try:
+            spe = int(spe)
+        except ValueError:
+            raise ValueError(f"--steps_per_execution must be auto or an int >= 1, got "
+                             f"{spe!r}.") from None
+    jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
+    return {"steps_per_execution": spe, "jit_compile": jit}
 
 
 def run(argv=None):

@@ -242,7 +242,10 @@ class SaveProgress(keras.callbacks.Callback):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
         if not math.isfinite(float(logs.get("loss", 0.0))):
-            return  # never keep a diverged state
+            # Never keep a diverged state; stop (the trainer restores the last
+            # good snapshot). Checked once an epoch: no per-batch Python hook.
+            self.model.stop_training = True
+            return
         self.journal.save(self.index, self.model, self.callbacks, self.search.get_state(),
                           self.history, epoch, done=False)
 

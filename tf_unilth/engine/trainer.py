@@ -6,12 +6,16 @@ journal, guarded against a loss that stops being finite, and, under
 multi-worker, checked after every epoch that the workers decided alike.
 """
 
+import hashlib
 import math
 
-from tf_unilth._compat import check_model, keras
+import numpy as np
+
+from tf_unilth._compat import TfmotPruneLowMagnitude, check_model, keras
 from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
 from tf_unilth.engine import journal as journal_lib
+from tf_unilth.engine.execution import AUTO, Execution
 
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
 # Chosen on MNIST validation accuracy of dense LeNet-300-100 (docs/ALGORITHMS.md).
@@ -59,7 +63,7 @@ class Trainer:
 
     def __init__(self, data, journal, log, *, optimizer="adam", learning_rate=None,
                  loss=None, metrics=None, strategy=None, verbose=1, log_dir=None,
-                 printer=print, callbacks=()):
+                 printer=print, callbacks=(), steps_per_execution=AUTO, jit_compile=AUTO):
         self.data, self.journal, self.log = data, journal, log
         self.optimizer, self.learning_rate = optimizer, learning_rate
         self.loss, self.metrics = loss, metrics
@@ -67,7 +71,11 @@ class Trainer:
         self.verbose, self.log_dir, self.print = verbose, log_dir, printer
         self.extra_callbacks = list(callbacks)  # the user's, added to every fit
         fresh_optimizer(optimizer, learning_rate)  # fail early on a bad name
+        self.execution = Execution.resolve(
+            steps_per_execution, jit_compile, strategy=strategy,
+            steps_per_epoch=data.steps_per_epoch, callbacks=self.extra_callbacks)
         self._fits = 0
+        self._evaluations = {}  # (split, model state) -> {"loss", "accuracy"}
 
     def compile(self, model, learning_rate=None):
         check_model(model)
@@ -77,7 +85,8 @@ class Trainer:
                 from_logits=not outputs_probabilities(model))
         with self.strategy.scope():
             model.compile(fresh_optimizer(self.optimizer, learning_rate or self.learning_rate),
-                          loss, metrics=list(self.metrics) if self.metrics else ["accuracy"])
+                          loss, metrics=list(self.metrics) if self.metrics else ["accuracy"],
+                          **self.execution.compile_kwargs())
         return model
 
     def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):
@@ -115,9 +124,11 @@ class Trainer:
         saver = journal_lib.SaveProgress(self.journal, index, callbacks, self, partial)
         checks = [WorkersAgree(self.strategy, callbacks)] \
             if distribute.is_multi_worker(self.strategy) else []
+        # Validation numbers are remembered before any callback can change the
+        # weights at the epoch's end (a rewind, a restore of the best epoch).
         model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
                   validation_data=self.data.validation if validate else None,
-                  callbacks=callbacks + [keras.callbacks.TerminateOnNaN(), *checks, saver],
+                  callbacks=[RememberValidation(self)] + callbacks + [*checks, saver],
                   verbose=self.verbose)
         losses = saver.history.get("loss", [])
         if losses and not math.isfinite(losses[-1]):
@@ -159,13 +170,52 @@ class Trainer:
             "directory.")
 
     def evaluate(self, model, split):
+        """{"loss", "accuracy"} of `model` on a split; a model in a state already
+        evaluated on that split (same weights, same penalty) is not evaluated
+        again (Keras' validation at the end of an epoch counts)."""
         dataset = getattr(self.data, split)
         if dataset is None:
             return {"loss": None, "accuracy": None}
-        values = model.evaluate(dataset, verbose=0, return_dict=True)
+        key = (split, model_state(model))
+        if key not in self._evaluations:
+            values = model.evaluate(dataset, verbose=0, return_dict=True)
+            self.remember(key, values)
+        return dict(self._evaluations[key])
+
+    def remember(self, key, values):
         accuracy = next((v for k, v in values.items() if "acc" in k), None)
-        return {"loss": float(values["loss"]),
-                "accuracy": None if accuracy is None else float(accuracy)}
+        self._evaluations[key] = {"loss": float(values["loss"]),
+                                  "accuracy": None if accuracy is None else float(accuracy)}
+        while len(self._evaluations) > 256:
+            self._evaluations.pop(next(iter(self._evaluations)))
+
+
+def model_state(model):
+    """A digest of what a model computes: the weights it infers with (a wrapped
+    model and its stripped ticket give the same) and its added losses."""
+    digest = hashlib.blake2b(digest_size=16)
+    for layer in model.layers:
+        inner = layer.layer if isinstance(layer, TfmotPruneLowMagnitude) else layer
+        for weight in inner.weights:
+            digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    penalty = sum(float(loss) for loss in model.losses)
+    digest.update(np.float64(penalty).tobytes())
+    return digest.hexdigest()
+
+
+class RememberValidation(keras.callbacks.Callback):
+    """Keeps Keras' end-of-epoch validation numbers with the model state they
+    describe (it must run before the callbacks that may change the weights)."""
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if "val_loss" in logs:
+            values = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+            self.trainer.remember(("validation", model_state(self.model)), values)
 
 
 class WorkersAgree(keras.callbacks.Callback):

@@ -1,0 +1,85 @@
+"""How a search's training steps run: multi-step execution and XLA.
+
+On small networks a Keras step is dominated by per-step host work, not by the
+math: running many steps per call of the train function
+(`steps_per_execution`) and compiling the step with XLA (`jit_compile`) make
+a search several times faster with the same tickets. Both are `auto` by
+default and pick the fast setting where it is exact:
+
+- multi-step execution changes nothing the search computes: pruning events
+  and lambda's growth are decided in the graph from the step counter, the
+  rewind checkpoint at step k cuts its chunk short to end exactly at k
+  (`callbacks.Rewind`), and every other callback of the library runs per
+  epoch. It is turned off (1) when a callback of the user's has per-batch
+  hooks, which Keras would call once per chunk instead of once per step.
+- XLA compiles the step (pruning wrapper, schedules, penalties included) and
+  gives the same masks; float results can differ in the last bits (fused
+  operations), so it is a setting, reported with every run. `auto` uses it on
+  one device; under a distribution strategy it stays off: the pruning
+  wrapper's mask update is a cross-replica `merge_call`, which XLA cannot
+  compile inside the replicated step.
+"""
+
+import dataclasses
+
+from tf_unilth._compat import implements_train_batch_hooks, tf
+
+AUTO = "auto"
+# Steps per call with `auto`: past ~50 the per-call host work is below 1% of a
+# LeNet-300-100 step (benchmarks/search_speed.py); an epoch shorter than this
+# runs as one call.
+AUTO_STEPS_PER_EXECUTION = 100
+
+
+@dataclasses.dataclass
+class Execution:
+    """The resolved settings and why they were chosen."""
+    steps_per_execution: int
+    jit_compile: bool
+    reasons: list
+
+    @classmethod
+    def resolve(cls, steps_per_execution=AUTO, jit_compile=AUTO, *, strategy=None,
+                steps_per_epoch=None, callbacks=()):
+        """Resolves `auto` settings (see the module doc); checks explicit ones."""
+        strategy = strategy or tf.distribute.get_strategy()
+        reasons = []
+        if steps_per_execution == AUTO:
+            hooked = [type(cb).__name__ for cb in callbacks if implements_train_batch_hooks(cb)]
+            if hooked:
+                spe = 1
+                reasons.append(f"steps_per_execution=1: callback(s) {', '.join(hooked)} have "
+                               "per-batch hooks (Keras would call them once per chunk)")
+            else:
+                spe = min(AUTO_STEPS_PER_EXECUTION, steps_per_epoch or AUTO_STEPS_PER_EXECUTION)
+        else:
+            if isinstance(steps_per_execution, bool) or not isinstance(
+                    steps_per_execution, int) or steps_per_execution < 1:
+                raise ValueError(f"steps_per_execution must be 'auto' or an int >= 1, got "
+                                 f"{steps_per_execution!r} (flag --steps_per_execution).")
+            spe = steps_per_execution
+        if jit_compile == AUTO:
+            distributed = strategy.num_replicas_in_sync > 1 or \
+                type(strategy).__name__ not in ("_DefaultDistributionStrategy",
+                                                "OneDeviceStrategy")
+            jit = not distributed
+            if distributed:
+                reasons.append(f"jit_compile=False: under {type(strategy).__name__} the "
+                               "pruning wrapper's cross-replica mask update cannot be "
+                               "compiled by XLA")
+        elif isinstance(jit_compile, bool):
+            jit = jit_compile
+        else:
+            raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r} "
+                             "(flag --jit_compile).")
+        return cls(spe, jit, reasons)
+
+    def describe(self):
+        text = (f"Execution: {self.steps_per_execution} step(s) per call, XLA "
+                f"{'on' if self.jit_compile else 'off'}")
+        return text + (f" ({'; '.join(self.reasons)})" if self.reasons else "") + "."
+
+    def compile_kwargs(self):
+        """Keyword arguments for `model.compile`."""
+        return {"steps_per_execution": self.steps_per_execution,
+                "jit_compile": self.jit_compile}
