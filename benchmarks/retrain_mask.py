@@ -16,12 +16,12 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import collect_runs  # noqa: E402  (its JSON table helpers and --runs/--output flags)
 import tf_unilth  # noqa: E402
-from tf_unilth import analysis  # noqa: E402
+from tf_unilth import analysis, masks  # noqa: E402
 from tf_unilth._compat import keras  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -42,11 +42,9 @@ def retrain(run):
     theta0 = tf_unilth.models.build(fl["model"], splits.info.input_shape,
                                     splits.info.num_classes, seed=fl["seed"])
     ticket = keras.models.load_model(os.path.join(run, "ticket.keras"), compile=False)
-    # The ticket's zeros, keyed by theta_0's layer names; stability_test applies
-    # the mask to theta_0 itself.
-    mask = {f"{layer.name}/0": trained.kernel.numpy() != 0  # the kernel: weight index 0
-            for layer, trained in zip(theta0.layers, ticket.layers)
-            if isinstance(layer, keras.layers.Dense)}
+    # The ticket's zeros (a Mask keyed like a wrapped model's; the ticket has
+    # theta_0's layer names); stability_test applies the mask to theta_0 itself.
+    mask = masks.zeros_mask(ticket)
     res = analysis.stability_test(
         theta0, mask, 0, splits.train, splits.validation,
         train_steps=FLAGS.steps, batch_size=fl["batch_size"],
@@ -70,6 +68,7 @@ def retrain(run):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # the searches' checkpoint writes log at INFO
     table = collect_runs.load_table(FLAGS.output)
     for run in FLAGS.runs:
         row = retrain(run)

@@ -7,6 +7,7 @@ import pytest
 
 import tf_unilth
 from tf_unilth import analysis, masks, wrapper
+from tf_unilth._compat import keras, tf
 
 from helpers import compile_model, toy_data, toy_model
 
@@ -130,13 +131,84 @@ def test_stability_test_end_to_end_on_a_tiny_model(data):
     assert "models" not in encoded and encoded["instability"]["barrier"] >= 0.0
     # theta_k itself was not modified.
     assert np.all(theta_k.get_layer("fc1").kernel.numpy() != 0.0)
-    short = analysis.stability_test(theta_k, mask, 0, (x, y), test, train_steps=8,
+    short = analysis.stability_test(theta_k, dict(mask), 0, (x, y), test, train_steps=8,
                                     seeds=(5, 6), batch_size=32, points=3)
     assert short.train_steps == 8 and short.seeds == [5, 6]
     with pytest.raises(ValueError, match="two different shuffle seeds"):
         analysis.stability_test(theta_k, mask, 0, (x, y), test, train_steps=8, seeds=(5, 5))
     with pytest.raises(ValueError, match="exactly one of train_steps"):
         analysis.stability_test(theta_k, mask, 0, (x, y), test)
+
+
+def test_a_copy_whose_loss_becomes_nan_raises_instead_of_returning(data):
+    (x, y), test = data
+    broken = x.copy()
+    broken[::7] = np.nan  # every batch holds one
+    # Linear layers carry the NaN to the loss (a CPU relu may turn NaN into 0).
+    inputs = keras.Input((20,))
+    linear = keras.Model(inputs, keras.layers.Dense(3, name="output")(
+        keras.layers.Dense(16, name="fc1")(inputs)))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        analysis.stability_test(linear, None, 0, (broken, y), test, train_steps=8,
+                                batch_size=32, points=3)
+
+
+def test_a_dataset_trains_the_copies_like_the_same_arrays(data):
+    # Read once into arrays: the copies' orders depend on their seeds only. A
+    # batch with drop_remainder has a static batch dimension; it is still a batch.
+    (x, y), test = data
+    theta_k, mask = toy_model(seed=3), masks.get_masks(_ticket(seed=3))
+    args = dict(train_steps=20, seeds=(1, 2), batch_size=32, learning_rate=1e-2, points=3)
+    arrays = analysis.stability_test(theta_k, mask, 0, (x, y), test, **args)
+    batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(64, drop_remainder=True)
+    datasets = analysis.stability_test(
+        theta_k, mask, 0, batched, tf.data.Dataset.from_tensor_slices(test).batch(100), **args)
+    assert datasets.distance.l2 == pytest.approx(arrays.distance.l2, rel=1e-6)
+    assert datasets.instability.errors == pytest.approx(arrays.instability.errors, abs=1e-9)
+    assert arrays.distance.l2 > 0
+
+
+def test_each_pass_of_a_copy_is_reshuffled_by_its_seed():
+    x, y = np.arange(64, dtype=np.float32)[:, None], np.arange(64)
+
+    def passes(seed):  # the order a copy with this seed trains on, 3 passes of 1 batch
+        order = analysis._batched((x, y), 64, seed).repeat().take(3)  # pylint: disable=protected-access
+        return [batch.tolist() for _, batch in order.as_numpy_iterator()]
+
+    first = passes(1)
+    assert sorted(first[0]) == list(range(64))
+    assert first[0] != first[1] and first[1] != first[2]
+    assert passes(1) == first and passes(2) != first
+
+
+def test_arrays_are_evaluated_as_given(two_dense):
+    # uint8 arrays are not rescaled: the same values as floats give the same numbers.
+    model, _ = two_dense
+    x, y = toy_data(n=256, seed=1)
+    images = np.clip(40 * x + 128, 0, 255).astype(np.uint8)
+    as_uint8 = analysis.instability(model, model, (images, y), points=2)
+    as_float = analysis.instability(model, model, (images.astype(np.float32), y), points=2)
+    assert as_uint8.losses == as_float.losses and as_uint8.errors == as_float.errors
+
+
+def test_copies_train_under_the_given_strategy(data):
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "conftest configures two logical CPUs"
+    strategy = tf.distribute.MirroredStrategy(devices)
+    (x, y), test = data
+    mask = masks.get_masks(_ticket(seed=3))
+    result = analysis.stability_test(toy_model(seed=3), mask, 0, (x, y), test, train_steps=8,
+                                     batch_size=32, points=3, keep_models=True,
+                                     strategy=strategy)
+    assert result.distance.l2 > 0
+    for copy in result.models:
+        assert all(strategy.extended.variable_created_in_scope(v) for v in copy.variables)
+        for r in masks.pruned_weights(copy):  # the mask held on both replicas
+            for replica in r.mask.values:
+                np.testing.assert_array_equal(replica.numpy() > 0.5, mask[r.key])
+    with pytest.raises(ValueError, match="divisible by the 2 replicas"):
+        analysis.stability_test(toy_model(seed=3), mask, 0, (x, y), test, train_steps=8,
+                                batch_size=33, strategy=strategy)
 
 
 def test_parameters_round_trip_between_wrapped_and_plain_models():

@@ -13,24 +13,36 @@ ALGORITHMS.md, "Stability"):
   absolute and relative to the mean norm of the two.
 - `stability_test(model, mask, k, ...)`: trains the two copies and reports both.
 
+A tool on the shared trainer, not a training loop of its own: each copy
+trains through a `tf_unilth.search.Search` (wrap, compile, fit: NaN-guarded,
+under the given strategy) on a finite dataset of exactly its steps, and the
+path is evaluated with a Search's compile and evaluate (the training's loss
+and accuracy). (x, y) arrays are batched by `tf_unilth.data.from_arrays`.
+
 Models may be plain tf_keras models (stripped tickets; the mask is given or
 taken as weight != 0) or wrapped by `tf_unilth.prune` (the wrappers' masks).
-Nothing here modifies the models it is given: interpolation and training run
-on fresh clones of the architecture.
+Masks are `tf_unilth.sparsity.Mask` values (plain {key: bool array} dicts are
+accepted). Nothing here modifies the models it is given: interpolation and
+training run on fresh clones of the architecture.
 """
 
+import contextlib
 import dataclasses
 import time
 
 import numpy as np
 
-from tf_unilth._compat import check_model, keras, prunable_weights, tf, tfmot
+from tf_unilth._compat import check_model, keras, prunable_weights, static_batch_size, tf, tfmot
 from tf_unilth import callbacks as callbacks_lib
+from tf_unilth import data as data_lib
+from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
-from tf_unilth import training
+from tf_unilth import search as search_lib
 from tf_unilth import wrapper as wrapper_lib
+from tf_unilth.sparsity import Mask
 
 STABLE_THRESHOLD = 0.02  # ALGORITHMS.md: stable when the barrier is below 2%
+EVALUATION_BATCH = 1000  # batch size of an (x, y) evaluation set
 
 
 # ---------------------------------------------------------------------------
@@ -118,8 +130,17 @@ class _Snapshot:
     template: keras.Model  # plain view (wrappers stripped); shares the variables
     arrays: list
     keys: list  # mask key of each array, or None for weights that are never pruned
-    masks: dict  # {key: bool array}, True = kept
+    masks: Mask  # True = kept
     wrapped: bool
+
+    @property
+    def shapes(self):
+        """{mask key: shape} of the prunable weights."""
+        return {k: a.shape for a, k in zip(self.arrays, self.keys) if k is not None}
+
+    def masked(self, mask):
+        """The arrays with the weights `mask` removes set to 0."""
+        return [a * mask[k] if k is not None else a for a, k in zip(self.arrays, self.keys)]
 
 
 def _plain_view(model):
@@ -129,49 +150,39 @@ def _plain_view(model):
     return model
 
 
-def _own_weights(layer):
-    # A layer's own weights, without the variables of modules attached to it
-    # (e.g. the GrowingRegularizer's lambda and selection): those are pruning
-    # state, not parameters, and a clone of the layer does not have them.
-    return list(layer._trainable_weights) + list(layer._non_trainable_weights)  # pylint: disable=protected-access
-
-
-def _prunable_variables(layer):
-    return prunable_weights(layer)
-
-
 def _parameters(plain):
-    """[(variable, mask key or None)] over the plain model's own layer weights.
+    """[(variable, mask key or None)] over the plain model's layer weights.
 
-    Keys follow `masks.get_masks`: "<layer name>/<index of the prunable weight>"."""
+    The penalties and removal plans of `tf_unilth.prune` live on the wrappers,
+    so a plain view's layers hold only their parameters. Keys are `Mask.key`'s,
+    as `masks.get_masks` and `masks.zeros_mask` read them."""
     params = []
     for layer in plain.layers:
         if isinstance(layer, keras.Model):
             raise TypeError(f"Layer {layer.name!r} is a nested model; flatten it into the "
                             "outer functional model to analyse it.")
-        keys = {id(v): f"{layer.name}/{i}" for i, v in enumerate(_prunable_variables(layer))}
-        params.extend((v, keys.get(id(v))) for v in _own_weights(layer))
+        keys = {id(v): Mask.key(layer.name, i) for i, v in enumerate(prunable_weights(layer))}
+        params.extend((v, keys.get(id(v))) for v in layer.weights)
     return params
 
 
-def _check_mask_shapes(mask, shapes, what):
+def _fit_mask(mask, shapes, what):
+    """`mask` (a Mask or {key: bool array}) as a Mask, checked against `shapes`."""
     missing, unknown = set(shapes) - set(mask), set(mask) - set(shapes)
     if missing or unknown:
         raise ValueError(f"The mask given for {what} does not fit its prunable weights: "
                          f"missing keys {sorted(missing)}, unknown keys {sorted(unknown)} "
                          f"(expected {sorted(shapes)}, as tf_unilth.masks.get_masks names "
                          "them).")
-    out = {}
+    mask = Mask({key: np.asarray(mask[key]).astype(bool) for key in shapes})
     for key, keep in mask.items():
-        keep = np.asarray(keep).astype(bool)
         if keep.shape != shapes[key]:
             raise ValueError(f"The mask of {key!r} for {what} has shape {keep.shape}; the "
                              f"weight has shape {shapes[key]}.")
-        out[key] = keep
-    return out
+    return mask
 
 
-def _snapshot(model, mask=None, what="the model", require_zeros=True):
+def _snapshot(model, mask=None, what="the model"):
     """Reads parameters and masks: the wrappers' masks when wrapped, else `mask`,
     else weight != 0 (a stripped ticket's removed weights are exactly 0)."""
     check_model(model)
@@ -184,24 +195,23 @@ def _snapshot(model, mask=None, what="the model", require_zeros=True):
     if not shapes:
         raise ValueError(f"{what} has no prunable weights (Dense, Conv, ...): there is no "
                          "subnetwork to analyse.")
-    given = None if mask is None else _check_mask_shapes(mask, shapes, what)
+    given = None if mask is None else _fit_mask(mask, shapes, what)
     if wrapped:
         found = masks_lib.get_masks(model)
         if given is not None:
             _check_same_masks(found, given, f"{what}'s pruning wrappers", "the given mask")
     elif given is not None:
         found = given
-        if require_zeros:
-            for array, key in zip(arrays, keys):
-                if key is not None and np.any(array[~given[key]] != 0):
-                    count = int(np.sum(array[~given[key]] != 0))
-                    raise ValueError(
-                        f"{what} has {count} nonzero weights in layer "
-                        f"{key.split('/')[0]!r} ({key}) that the mask removes: it is not "
-                        "that subnetwork. Pass the mask the model was trained with, or "
-                        "mask=None to take it as weight != 0.")
+        for array, key in zip(arrays, keys):
+            if key is not None and np.any(array[~given[key]] != 0):
+                count = int(np.sum(array[~given[key]] != 0))
+                raise ValueError(
+                    f"{what} has {count} nonzero weights in layer "
+                    f"{Mask.layer_name(key)!r} ({key}) that the mask removes: it is not "
+                    "that subnetwork. Pass the mask the model was trained with, or "
+                    "mask=None to take it as weight != 0.")
     else:
-        found = {k: a != 0 for a, k in zip(arrays, keys) if k is not None}
+        found = masks_lib.zeros_mask(plain)
     # Removed weights are 0 in the arrays we work on, whatever the variables hold.
     arrays = [a * found[k] if k is not None else a for a, k in zip(arrays, keys)]
     return _Snapshot(plain, arrays, keys, found, wrapped)
@@ -214,13 +224,14 @@ def _check_same_masks(mask_a, mask_b, name_a="model_a", name_b="model_b"):
                          "the same architecture.")
     for key in mask_a:
         a, b = mask_a[key], mask_b[key]
+        layer = Mask.layer_name(key)
         if a.shape != b.shape:
-            raise ValueError(f"Layer {key.split('/')[0]!r} ({key}): weight shapes differ "
+            raise ValueError(f"Layer {layer!r} ({key}): weight shapes differ "
                              f"between {name_a} {a.shape} and {name_b} {b.shape}.")
         differ = int(np.sum(a != b))
         if differ:
             raise ValueError(
-                f"Masks differ in layer {key.split('/')[0]!r} ({key}): {differ} of {a.size} "
+                f"Masks differ in layer {layer!r} ({key}): {differ} of {a.size} "
                 f"entries are kept in one of {name_a} / {name_b} and removed in the other. "
                 "Stability compares two copies of the same subnetwork: train both with the "
                 "same mask (for stripped tickets whose surviving weights may be exactly 0, "
@@ -243,7 +254,8 @@ def _pair(model_a, model_b, mask):
 
 def _clone_plain(template):
     """A new plain model of the same architecture (fresh variables, no regularizers:
-    they change neither inference nor the parameters)."""
+    they change neither inference nor the parameters). Call it in the scope of
+    the strategy the clone is to run under."""
     def clone_layer(layer):
         config = layer.get_config()
         for key in list(config):
@@ -268,11 +280,8 @@ def _own_params(plain):
 
 
 def _parameter_names(plain):
-    names = []
-    for layer in plain.layers:
-        names.extend(f"{layer.name}/{v.name.split('/')[-1].split(':')[0]}"
-                     for v in _own_weights(layer))
-    return names
+    return [f"{layer.name}/{v.name.split('/')[-1].split(':')[0]}"
+            for layer in plain.layers for v in layer.weights]
 
 
 def get_parameters(model):
@@ -334,30 +343,78 @@ def _mix(a, b, alpha):
 
 
 # ---------------------------------------------------------------------------
-# Measures
+# Data and searches
 
-def _dataset(data, batch_size=1000):
+def _batched(pair, batch_size, seed=None):
+    """A finite dataset of the (x, y) arrays, batched by `tf_unilth.data.from_arrays`
+    and reshuffled on every pass by `seed` (None: in order).
+
+    Values are fed as given, as they are where a dataset is evaluated as it
+    is: uint8 images become float32 here, which from_arrays does not rescale."""
+    x, y = np.asarray(pair[0]), pair[1]
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32)
+    stand_in = (x[:1], y[:1])  # from_arrays also makes a test split; nothing reads it
+    return data_lib.from_arrays((x, y), stand_in, validation_size=0, batch_size=batch_size,
+                                seed=0 if seed is None else seed,
+                                shuffle=seed is not None).train
+
+
+def _evaluation_data(data):
+    """A batched dataset to evaluate on: a tf.data dataset as it is, (x, y) arrays
+    batched in order."""
     if isinstance(data, tf.data.Dataset):
         return data
     if isinstance(data, tuple) and len(data) == 2:
-        return tf.data.Dataset.from_tensor_slices(
-            (np.asarray(data[0]), np.asarray(data[1]))).batch(batch_size)
+        return _batched(data, EVALUATION_BATCH)
     raise TypeError("data must be a batched tf.data.Dataset of (x, y) or an (x, y) pair "
                     f"of numpy arrays; got {type(data).__name__}.")
 
 
-def _from_logits(model):
-    return getattr(model.layers[-1], "activation", None) is not keras.activations.softmax
+def _arrays(data):
+    """(x, y) numpy arrays from an (x, y) pair or a (batched) tf.data dataset, read
+    once: each copy's order then depends on its seed only, not on the dataset's
+    own shuffling."""
+    if isinstance(data, tuple) and len(data) == 2:
+        return np.asarray(data[0]), np.asarray(data[1])
+    if isinstance(data, tf.data.Dataset):
+        leading = tf.nest.flatten(data.element_spec)[0].shape
+        # Batched: an unknown leading dimension, or the graph's batch size there
+        # (batch(B, drop_remainder=True) makes it static).
+        batched = bool(leading.rank) and (leading[0] is None
+                                          or static_batch_size(data) == leading[0])
+        xs, ys = [], []
+        for x, y in data.as_numpy_iterator():
+            xs.append(x if batched else x[None])
+            ys.append(y if batched else np.asarray(y)[None])
+        return np.concatenate(xs), np.concatenate(ys)
+    raise TypeError("train_data must be an (x, y) pair of numpy arrays or a tf.data "
+                    f"dataset of (x, y); got {type(data).__name__}.")
 
 
-def _compile(model, optimizer="adam", learning_rate=1e-3):
-    model.compile(training.make_optimizer(optimizer, learning_rate),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=_from_logits(model)),
-                  metrics=["accuracy"])
-    return model
+def _silent(*_):
+    pass
 
 
-def instability(model_a, model_b, data, points=11, *, mask=None, threshold=STABLE_THRESHOLD):
+@contextlib.contextmanager
+def _searching(data, strategy=None, optimizer="adam", learning_rate=None, verbose=0):
+    """A `Search` over `data` (loss, metrics and compile of every ticket method),
+    printing its messages only when `verbose`; its temporary state is removed
+    afterwards."""
+    search = search_lib.Search(data, optimizer=optimizer, learning_rate=learning_rate,
+                               strategy=strategy, verbose=verbose,
+                               printer=print if verbose else _silent)
+    try:
+        yield search
+    finally:
+        search.journal.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# Measures
+
+def instability(model_a, model_b, data, points=11, *, mask=None, threshold=STABLE_THRESHOLD,
+                strategy=None):
     """Test error along the linear path between two copies of one subnetwork.
 
     `data`: the evaluation set (seed 001 uses the test set), a batched
@@ -365,19 +422,25 @@ def instability(model_a, model_b, data, points=11, *, mask=None, threshold=STABL
     (ALGORITHMS.md asks for at least 11). Returns `Instability` with the curve
     and barrier = max err - mean(err(0), err(1)); `stable` = barrier <
     `threshold`. Masks must match; removed weights stay 0 along the path.
+    The path's model is compiled once by a `Search` (the loss and accuracy
+    ticket methods train with) and evaluated under `strategy` (default: the
+    current one).
     """
     if int(points) < 2:
         raise ValueError(f"points must be >= 2 (both endpoints), got {points}.")
     a, b = _pair(model_a, model_b, mask)
-    dataset = _dataset(data)
-    probe = _compile(_clone_plain(a.template))
-    alphas = np.linspace(0.0, 1.0, int(points))
-    errors, losses = [], []
-    for alpha in alphas:
-        _set(probe, _mix(a, b, alpha))
-        loss, accuracy = probe.evaluate(dataset, verbose=0)
-        errors.append(1.0 - float(accuracy))
-        losses.append(float(loss))
+    dataset = _evaluation_data(data)
+    with _searching(search_lib.Data(None, test=dataset), strategy) as search:
+        with search.strategy.scope():
+            probe = _clone_plain(a.template)
+        search.compile(probe)
+        alphas = np.linspace(0.0, 1.0, int(points))
+        errors, losses = [], []
+        for alpha in alphas:
+            _set(probe, _mix(a, b, alpha))
+            result = search.evaluate(probe, "test")
+            errors.append(1.0 - result["accuracy"])
+            losses.append(result["loss"])
     barrier = max(errors) - 0.5 * (errors[0] + errors[-1])
     return Instability([float(x) for x in alphas], errors, losses, float(barrier),
                        float(threshold))
@@ -409,59 +472,60 @@ def weight_distance(a, b, mask=None):
 # ---------------------------------------------------------------------------
 # The stability test
 
-def _arrays(data):
-    """(x, y) numpy arrays from an (x, y) pair or a (batched) tf.data dataset."""
-    if isinstance(data, tuple) and len(data) == 2:
-        return np.asarray(data[0]), np.asarray(data[1])
-    if isinstance(data, tf.data.Dataset):
-        xs, ys = [], []
-        batched = data.element_spec[0].shape.rank and data.element_spec[0].shape[0] is None
-        for x, y in data.as_numpy_iterator():
-            xs.append(x if batched else x[None])
-            ys.append(y if batched else np.asarray(y)[None])
-        return np.concatenate(xs), np.concatenate(ys)
-    raise TypeError("train_data must be an (x, y) pair of numpy arrays or a tf.data "
-                    f"dataset of (x, y); got {type(data).__name__}.")
-
-
-def _ordered(x, y, batch_size, seed):
-    """Batches reshuffled every epoch by `seed`, repeated: one data order."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
-
-
 def train_copy(start, mask, x, y, *, steps, seed, batch_size=60, optimizer="adam",
-               learning_rate=6e-4, verbose=0):
-    """Trains one copy of the subnetwork (`mask`, weights of snapshot `start`) for
-    `steps` iterations with data order `seed`; returns the wrapped model."""
-    plain = _set(_clone_plain(start.template), [
-        a * mask[k] if k is not None else a for a, k in zip(start.arrays, start.keys)])
-    model = wrapper_lib.prune(plain)  # frozen schedules: the mask never changes
-    masks_lib.set_masks(model, mask)
-    _compile(model, optimizer, learning_rate)
-    if steps > 0:
-        model.fit(_ordered(x, y, batch_size, seed), epochs=1, steps_per_epoch=int(steps),
-                  callbacks=[callbacks_lib.UpdatePruningStep()], verbose=verbose)
+               learning_rate=6e-4, strategy=None, verbose=0):
+    """Trains one copy of the subnetwork for `steps` iterations; returns it wrapped.
+
+    The copy starts from the weights of `start` (a model, plain or wrapped,
+    or a snapshot of one) times `mask` (a Mask or {key: bool array}), with
+    frozen masks and a fresh `optimizer` (a name or a tf_keras optimizer to
+    copy), and trains through a `Search` under `strategy` (default: the
+    current one) on (x, y) reshuffled on every pass by `seed`: one epoch of
+    exactly `steps` batches of `batch_size` (global). A loss that stops being
+    finite raises FloatingPointError (the Search's guard).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    distribute.check_batch_size(batch_size, strategy)
+    if not isinstance(start, _Snapshot):
+        start = _snapshot(start, None, "start")
+    mask = _fit_mask(mask, start.shapes, "start")
+    steps = int(steps)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    # Keras makes an iterator of a finite dataset before the epoch's own, and a
+    # seeded reshuffle advances with every iterator: the copy's first pass is
+    # its seed's second reshuffle (the same for every copy and run).
+    order = _batched((x, y), batch_size, seed).repeat().take(steps)
+    data = search_lib.Data(order, steps_per_epoch=steps)
+    with _searching(data, strategy, optimizer, learning_rate, verbose) as search:
+        with strategy.scope():
+            plain = _set(_clone_plain(start.template), start.masked(mask))
+        model = search.wrap(plain)  # frozen schedules: the mask never changes
+        with strategy.scope():
+            masks_lib.set_masks(model, mask)
+        search.compile(model)
+        if steps > 0:
+            search.fit(model, 1, [callbacks_lib.UpdatePruningStep()])
     return model
 
 
 def stability_test(model, mask=None, rewind_point=0, train_data=None, test_data=None, *,
                    train_steps=None, total_steps=None, seeds=(1, 2), batch_size=60,
                    optimizer="adam", learning_rate=6e-4, points=11,
-                   threshold=STABLE_THRESHOLD, keep_models=False, verbose=0):
+                   threshold=STABLE_THRESHOLD, keep_models=False, strategy=None, verbose=0):
     """Trains two copies of a subnetwork from its rewind point and measures both.
 
     `model` holds theta_k, the weights at iteration `rewind_point` (k) of the
-    dense run, plain or wrapped; it is not modified. `mask` ({key: bool}, keys
-    as `masks.get_masks`) is the subnetwork; None takes the wrappers' masks, or
-    weight != 0 for a plain model. Each copy starts from theta_k * mask with a
-    fresh optimizer and trains `train_steps` iterations (or `total_steps - k`,
-    seed 001's budget) on `train_data` ((x, y) arrays or a tf.data dataset;
-    its examples are reshuffled) in the order drawn by its seed in `seeds`;
-    everything else is the same. Returns `StabilityResult` with the test
-    accuracy of both copies, `instability` on `test_data` and
-    `weight_distance` between them.
+    dense run, plain or wrapped; it is not modified. `mask` (a Mask or {key:
+    bool array}, keys as `masks.get_masks`) is the subnetwork; None takes the
+    wrappers' masks, or weight != 0 for a plain model. Each copy starts from
+    theta_k * mask with a fresh optimizer and trains `train_steps` iterations
+    (or `total_steps - k`, seed 001's budget) on `train_data` ((x, y) arrays or
+    a tf.data dataset, read once into arrays; its examples are reshuffled) in
+    the order drawn by its seed in `seeds`; everything else is the same
+    (`train_copy`: a Search under `strategy`, NaN-guarded). Returns
+    `StabilityResult` with the test accuracy of both copies, `instability` on
+    `test_data` and `weight_distance` between them.
     """
     if train_data is None or test_data is None:
         raise ValueError("stability_test needs train_data (to train the two copies) and "
@@ -479,23 +543,20 @@ def stability_test(model, mask=None, rewind_point=0, train_data=None, test_data=
     if len(seeds) != 2 or seeds[0] == seeds[1]:
         raise ValueError(f"seeds must be two different shuffle seeds, got {seeds}.")
     start = _snapshot(model, None, "model")  # theta_k as it is (dense weights are fine)
-    if mask is None:
-        mask = start.masks
-    shapes = {k: a.shape for a, k in zip(start.arrays, start.keys) if k is not None}
-    mask = _check_mask_shapes(mask, shapes, "model")
+    mask = start.masks if mask is None else _fit_mask(mask, start.shapes, "model")
     x, y = _arrays(train_data)
     began = time.perf_counter()
     copies = [train_copy(start, mask, x, y, steps=steps, seed=s, batch_size=batch_size,
-                         optimizer=optimizer, learning_rate=learning_rate, verbose=verbose)
+                         optimizer=optimizer, learning_rate=learning_rate, strategy=strategy,
+                         verbose=verbose)
               for s in seeds]
-    curve = instability(copies[0], copies[1], test_data, points, threshold=threshold)
+    curve = instability(copies[0], copies[1], test_data, points, threshold=threshold,
+                        strategy=strategy)
     distance = weight_distance(copies[0], copies[1])
-    kept = sum(int(m.sum()) for m in mask.values())
-    size = sum(m.size for m in mask.values())
     return StabilityResult(
         rewind_point=int(rewind_point), train_steps=int(steps), seeds=seeds,
-        sparsity=1.0 - kept / size, test_accuracy=[1.0 - curve.errors[0],
-                                                   1.0 - curve.errors[-1]],
+        sparsity=mask.sparsity, test_accuracy=[1.0 - curve.errors[0],
+                                               1.0 - curve.errors[-1]],
         instability=curve, distance=distance, seconds=time.perf_counter() - began,
         models=copies if keep_models else None)
 
