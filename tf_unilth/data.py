@@ -359,14 +359,75 @@ def _standardize(x, mean, std):
     return out
 
 
+class EpochOrder:
+    """The order of the training examples as a function of (seed, epoch).
+
+    tf.data's own reshuffle draws each epoch's order from a seed generator
+    that lives in the process, so a run restarted after a kill would see the
+    first epoch's order again. Here the permutation of epoch e is
+    `stateless_shuffle(range(n), seed=(seed, e))`, read from the `epoch`
+    variable when an epoch's iterator is made: whoever trains sets `epoch`
+    first (`DataOrder`, which every search and `find_ticket` add), so a
+    resumed run sees exactly the orders the uninterrupted one saw.
+    """
+
+    def __init__(self, seed):
+        self.seed = int(seed)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+
+    def set_epoch(self, epoch):
+        self.epoch.assign(int(epoch))
+
+
+class DataOrder(keras.callbacks.Callback):
+    """Sets an `EpochOrder` to the epoch about to be trained: before the fit
+    (Keras makes an epoch's iterator before `on_epoch_begin`) and after each
+    epoch. `epoch_fn()` gives the number of epochs trained so far in the whole
+    search (default: Keras' epoch index of this fit)."""
+
+    def __init__(self, order, epoch_fn=None):
+        super().__init__()
+        self.order, self.epoch_fn = order, epoch_fn
+        self._initial = 0
+
+    def on_train_begin(self, logs=None):
+        params = self.params or {}
+        self._initial = params.get("initial_epoch", 0) or 0
+        self.order.set_epoch(self.epoch_fn() if self.epoch_fn else self._initial)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.order.set_epoch(self.epoch_fn() if self.epoch_fn else epoch + 1)
+
+
+def epoch_order(dataset):
+    """The `EpochOrder` of a training dataset made here (None for others)."""
+    return getattr(dataset, "tf_unilth_order", None)
+
+
 def _dataset(x, y, batch_size, shuffle_seed=None):
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    if shuffle_seed is None:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    n, batches = len(x), -(-len(x) // batch_size)
+    order = EpochOrder(shuffle_seed)
+    features, labels = tf.constant(x), tf.constant(y)
+
+    def permutation(_):
+        seed = tf.stack([tf.constant(order.seed, tf.int64), order.epoch.read_value()])
+        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed)
+
+    ds = (tf.data.Dataset.from_tensors(0).map(permutation).unbatch()
+          .batch(batch_size, drop_remainder=False)
+          .map(lambda idx: (tf.gather(features, idx), tf.gather(labels, idx)),
+               num_parallel_calls=tf.data.AUTOTUNE)
+          .apply(tf.data.experimental.assert_cardinality(batches))
+          .prefetch(tf.data.AUTOTUNE))
+    ds.tf_unilth_order = order
+    return ds
 
 
 __all__ = [
-    "KNOWN_DATASETS", "DatasetInfo", "DatasetNotAvailableError", "Splits",
+    "KNOWN_DATASETS", "DataOrder", "DatasetInfo", "DatasetNotAvailableError", "EpochOrder",
+    "Splits", "epoch_order",
     "from_arrays", "load", "load_arrays",
 ]

@@ -180,7 +180,11 @@ class Search:
         record = self.log.make(round_index, float(sparsity), self.evaluate(model, "validation"),
                                self.evaluate(model, "test"), epochs, steps, seconds, **extra)
         self.log.rounds.append(record)
-        self.journal.save_rounds(self.log.rounds)
+        if not self.trainer.in_fit:
+            # Recorded during a fit (UniLTH's rounds), the record is written
+            # with that epoch's snapshot, atomically: a kill in between can
+            # neither keep a round whose state is lost nor redo a kept one.
+            self.journal.save_rounds(self.log.rounds)
         self.print(records_lib.format_round(record))
         return record
 

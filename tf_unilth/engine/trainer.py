@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from tf_unilth._compat import TfmotPruneLowMagnitude, check_model, keras
+from tf_unilth import data as data_lib
 from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
 from tf_unilth.engine import journal as journal_lib
@@ -75,6 +76,7 @@ class Trainer:
             steps_per_execution, jit_compile, strategy=strategy,
             steps_per_epoch=data.steps_per_epoch, callbacks=self.extra_callbacks)
         self._fits = 0
+        self.in_fit = False
         self._evaluations = {}  # (split, model state) -> {"loss", "accuracy"}
 
     def compile(self, model, learning_rate=None):
@@ -126,10 +128,17 @@ class Trainer:
             if distribute.is_multi_worker(self.strategy) else []
         # Validation numbers are remembered before any callback can change the
         # weights at the epoch's end (a rewind, a restore of the best epoch).
-        model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
-                  validation_data=self.data.validation if validate else None,
-                  callbacks=[RememberValidation(self)] + callbacks + [*checks, saver],
-                  verbose=self.verbose)
+        first = [RememberValidation(self)]
+        order = data_lib.epoch_order(self.data.train)
+        if order is not None:  # epoch e's data order depends on e only: exact resume
+            first.append(data_lib.DataOrder(order, lambda: self.log.epochs))
+        self.in_fit = True
+        try:
+            model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
+                      validation_data=self.data.validation if validate else None,
+                      callbacks=first + callbacks + [*checks, saver], verbose=self.verbose)
+        finally:
+            self.in_fit = False
         losses = saver.history.get("loss", [])
         if losses and not math.isfinite(losses[-1]):
             self._diverged(index, model, callbacks, losses[-1])
