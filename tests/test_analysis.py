@@ -172,7 +172,7 @@ def test_each_pass_of_a_copy_is_reshuffled_by_its_seed():
     x, y = np.arange(64, dtype=np.float32)[:, None], np.arange(64)
 
     def passes(seed):  # the order a copy with this seed trains on, 3 passes of 1 batch
-        order = analysis._batched((x, y), 64, seed).repeat().take(3)  # pylint: disable=protected-access
+        order = tf_unilth.data.shuffled(x, y, 64, seed, steps=3)  # what train_copy uses
         return [batch.tolist() for _, batch in order.as_numpy_iterator()]
 
     first = passes(1)

@@ -345,9 +345,8 @@ def _mix(a, b, alpha):
 # ---------------------------------------------------------------------------
 # Data and searches
 
-def _batched(pair, batch_size, seed=None):
-    """A finite dataset of the (x, y) arrays, batched by `tf_unilth.data.from_arrays`
-    and reshuffled on every pass by `seed` (None: in order).
+def _batched(pair, batch_size):
+    """The (x, y) arrays batched in order by `tf_unilth.data.from_arrays`.
 
     Values are fed as given, as they are where a dataset is evaluated as it
     is: uint8 images become float32 here, which from_arrays does not rescale."""
@@ -356,8 +355,7 @@ def _batched(pair, batch_size, seed=None):
         x = x.astype(np.float32)
     stand_in = (x[:1], y[:1])  # from_arrays also makes a test split; nothing reads it
     return data_lib.from_arrays((x, y), stand_in, validation_size=0, batch_size=batch_size,
-                                seed=0 if seed is None else seed,
-                                shuffle=seed is not None).train
+                                shuffle=False).train
 
 
 def _evaluation_data(data):
@@ -492,10 +490,11 @@ def train_copy(start, mask, x, y, *, steps, seed, batch_size=60, optimizer="adam
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
-    # Keras makes an iterator of a finite dataset before the epoch's own, and a
-    # seeded reshuffle advances with every iterator: the copy's first pass is
-    # its seed's second reshuffle (the same for every copy and run).
-    order = _batched((x, y), batch_size, seed).repeat().take(steps)
+    # One epoch of exactly `steps` batches; every pass over the examples has
+    # its own permutation, a function of the seed only.
+    x = np.asarray(x)
+    order = data_lib.shuffled(x.astype(np.float32) if x.dtype == np.uint8 else x, y,
+                              batch_size, seed, steps=max(steps, 1))
     data = search_lib.Data(order, steps_per_epoch=steps)
     with _searching(data, strategy, optimizer, learning_rate, verbose) as search:
         with strategy.scope():

@@ -367,8 +367,8 @@ class EpochOrder:
     first epoch's order again. Here the permutation of epoch e is
     `stateless_shuffle(range(n), seed=(seed, e))`, read from the `epoch`
     variable when an epoch's iterator is made: whoever trains sets `epoch`
-    first (`DataOrder`, which every search and `find_ticket` add), so a
-    resumed run sees exactly the orders the uninterrupted one saw.
+    first (`DataOrder`, which every search adds), so a resumed run sees
+    exactly the orders the uninterrupted one saw.
     """
 
     def __init__(self, seed):
@@ -400,34 +400,64 @@ class DataOrder(keras.callbacks.Callback):
 
 
 def epoch_order(dataset):
-    """The `EpochOrder` of a training dataset made here (None for others)."""
+    """The `EpochOrder` of a dataset made by `shuffled` (None for others)."""
     return getattr(dataset, "tf_unilth_order", None)
 
 
-def _dataset(x, y, batch_size, shuffle_seed=None):
-    if shuffle_seed is None:
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
-    n, batches = len(x), -(-len(x) // batch_size)
-    order = EpochOrder(shuffle_seed)
+def with_epoch_order(dataset):
+    """The epoch-ordered twin (`shuffled`) of a training dataset made by
+    `load` / `from_arrays`: the same examples, batches and seed, each epoch's
+    order a function of (seed, epoch). Other datasets are returned as they are."""
+    source = getattr(dataset, "tf_unilth_source", None)
+    if source is None or epoch_order(dataset) is not None:
+        return dataset
+    x, y, batch_size, seed = source
+    return shuffled(x, y, batch_size, seed)
+
+
+def shuffled(x, y, batch_size, seed, steps=None):
+    """Batches of (x, y) in an order that is a function of (seed, epoch), for training.
+
+    One epoch is `steps` batches (default: one pass over the examples); when
+    `steps` asks for more than a pass, every pass has its own permutation.
+    The dataset carries its `EpochOrder` (`epoch_order(dataset)`); the
+    searches advance it, so a resumed run repeats no order and skips none."""
+    n, per_pass = len(x), -(-len(x) // batch_size)
+    steps = per_pass if steps is None else int(steps)
+    passes = -(-steps // per_pass)
+    order = EpochOrder(seed)
     features, labels = tf.constant(x), tf.constant(y)
 
-    def permutation(_):
-        seed = tf.stack([tf.constant(order.seed, tf.int64), order.epoch.read_value()])
-        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed)
+    def permutation(pass_index):
+        seed_pair = tf.stack([tf.constant(order.seed, tf.int64),
+                              order.epoch.read_value() * passes + pass_index])
+        return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed_pair)
 
-    ds = (tf.data.Dataset.from_tensors(0).map(permutation).unbatch()
-          .batch(batch_size, drop_remainder=False)
+    ds = (tf.data.Dataset.range(passes).map(permutation)
+          .flat_map(lambda perm: tf.data.Dataset.from_tensor_slices(perm).batch(batch_size))
+          .take(steps)
           .map(lambda idx: (tf.gather(features, idx), tf.gather(labels, idx)),
                num_parallel_calls=tf.data.AUTOTUNE)
-          .apply(tf.data.experimental.assert_cardinality(batches))
+          .apply(tf.data.experimental.assert_cardinality(steps))
           .prefetch(tf.data.AUTOTUNE))
     ds.tf_unilth_order = order
     return ds
 
 
+def _dataset(x, y, batch_size, shuffle_seed=None):
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        # tf.data's seeded reshuffle, for `model.fit` as users know it; a search
+        # trains on `with_epoch_order(ds)` instead (exact resume).
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    if shuffle_seed is not None:
+        ds.tf_unilth_source = (x, y, batch_size, shuffle_seed)
+    return ds
+
+
 __all__ = [
     "KNOWN_DATASETS", "DataOrder", "DatasetInfo", "DatasetNotAvailableError", "EpochOrder",
-    "Splits", "epoch_order",
+    "Splits", "epoch_order", "shuffled", "with_epoch_order",
     "from_arrays", "load", "load_arrays",
 ]

@@ -84,6 +84,9 @@ class Search:
     def __init__(self, data, *, optimizer="adam", learning_rate=None, loss=None, metrics=None,
                  strategy=None, exclude=(), verbose=1, log_dir=None, printer=print,
                  callbacks=(), state_dir=None, steps_per_execution="auto", jit_compile="auto"):
+        # Data made by tf_unilth.data trains in an order that is a function of
+        # (seed, epoch): a resumed search sees the orders of an uninterrupted one.
+        data = dataclasses.replace(data, train=data_lib.with_epoch_order(data.train))
         self.data = data
         self.strategy = strategy or tf.distribute.get_strategy()
         self.exclude = tuple(exclude)

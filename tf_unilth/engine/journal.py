@@ -216,9 +216,9 @@ def _checkpoint(model):
 
 class SaveProgress(keras.callbacks.Callback):
     """Snapshots the search after every epoch with a finite loss; restores an
-    interrupted fit's snapshot at train begin. Must be the last callback (it
-    restores the others' state after their own `on_train_begin` reset it, and
-    saves after their `on_epoch_end` decisions)."""
+    interrupted fit's snapshot at train begin. Must come after every callback
+    with state (it restores their state after their own `on_train_begin` reset
+    it, and saves after their `on_epoch_end` decisions)."""
 
     def __init__(self, journal, index, callbacks, search, resume_from=None):
         super().__init__()

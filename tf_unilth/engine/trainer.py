@@ -128,15 +128,17 @@ class Trainer:
             if distribute.is_multi_worker(self.strategy) else []
         # Validation numbers are remembered before any callback can change the
         # weights at the epoch's end (a rewind, a restore of the best epoch).
-        first = [RememberValidation(self)]
+        first, last = [RememberValidation(self)], []
         order = data_lib.epoch_order(self.data.train)
         if order is not None:  # epoch e's data order depends on e only: exact resume
-            first.append(data_lib.DataOrder(order, lambda: self.log.epochs))
+            # After `saver`, which counts the epoch: the next epoch's number.
+            last.append(data_lib.DataOrder(order, lambda: self.log.epochs))
         self.in_fit = True
         try:
             model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
                       validation_data=self.data.validation if validate else None,
-                      callbacks=first + callbacks + [*checks, saver], verbose=self.verbose)
+                      callbacks=first + callbacks + [*checks, saver] + last,
+                      verbose=self.verbose)
         finally:
             self.in_fit = False
         losses = saver.history.get("loss", [])
