@@ -9,8 +9,13 @@ wrapper, schedule protocol, magnitude criterion and weights (the same five
 variables a Dense layer, so weights move between tfmot's models and ours), and
 changes three things:
 
-1. the layer computes with `weight * mask`, so removed weights get exactly zero
-   gradient (nothing leaks through gradient clipping, weight decay or slots);
+1. removed weights get exactly zero gradient (nothing leaks through gradient
+   clipping, weight decay or optimizer slots): the layer computes with the
+   stored weights, which are exactly 0 where removed (every path that writes
+   weights -- an event, `masks.set_masks`, a rewind, a restore -- applies the
+   mask), and the gradient is multiplied by the mask on its way back. That is
+   one elementwise pass a step instead of two (`weight * mask` forward and
+   back), a tenth of a small network's step time;
 2. on a mask update the new mask is the magnitude mask of the *surviving*
    weights AND the old mask, and the weights and the optimizer slots of newly
    removed entries are set to 0 in the same step; a variable constraint
@@ -151,6 +156,14 @@ class MonotonePruning(TfmotPruning):
                          for w, m, _ in pruning_parts(self)[0]])
 
 
+@tf.custom_gradient
+def _gradient_masked(weight, mask):
+    """`weight` forward (already 0 where `mask` is 0); the gradient times `mask`."""
+    def grad(upstream):
+        return upstream * mask, None
+    return tf.identity(weight), grad
+
+
 class _KeepRemovedAtZero:
     """Variable constraint: the user's constraint (if any), then weight * mask.
 
@@ -264,7 +277,7 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
         self.add_update(smart_cond(training, train_updates, tf.no_op))
         for weight, mask in self._assign_masked:
             self.add_update(weight.assign(weight * mask))
-        masked = [w * tf.cast(m, w.dtype) for w, m, _ in self.pruning_vars]
+        masked = [_gradient_masked(w, tf.cast(m, w.dtype)) for w, m, _ in self.pruning_vars]
         with _MaskedAttributes(self._weight_attrs, masked):
             if "training" in inspect.getfullargspec(self.layer.call).args:
                 return self.layer.call(inputs, training=training, **kwargs)
