@@ -25,20 +25,22 @@ RUNS = {
     "dense": ("dense", dict(epochs=2)),
     "random": ("random", dict(epochs=2)),
     "random_erk": ("random", dict(epochs=2, allocation="erk")),
-    "lth": ("lth", dict(epochs=1, prune_rate=0.5, rewind_step=7)),
-    "lth_global": ("lth", dict(epochs=1, prune_rate=0.5, rewind_step=0,
+    "lth": ("lth", dict(epochs_per_round=1, prune_rate=0.5, rewind_step=7)),
+    "lth_global": ("lth", dict(epochs_per_round=1, prune_rate=0.5, rewind_step=0,
                                selection="magnitude_global")),
-    "lth_block": ("lth", dict(epochs=1, prune_rate=0.5, block_size=(4, 1))),
-    "dlth": ("dlth", dict(lambda_delta=0.02, lambda_every=1, hold_epochs=1,
-                          finetune_epochs=1)),
-    "dlth_erk": ("dlth", dict(lambda_delta=0.02, lambda_every=1, hold_epochs=1,
-                              finetune_epochs=1, allocation="erk")),
-    "unilth": ("unilth", dict(epochs=9, rounds=2, round_epochs=1, patience=1)),
+    "lth_block": ("lth", dict(epochs_per_round=1, prune_rate=0.5, block_size=(4, 1))),
+    "dlth": ("dlth", dict(growth="absolute", lambda_delta=0.02, lambda_every=1,
+                          hold_epochs=1, finetune_epochs=1)),
+    "dlth_erk": ("dlth", dict(growth="absolute", lambda_delta=0.02, lambda_every=1,
+                              hold_epochs=1, finetune_epochs=1, allocation="erk")),
+    "unilth": ("unilth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
+                              min_finetune_epochs=0)),
     "unilth_global": ("unilth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
-                                     selection="magnitude_global")),
-    "unidlth": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1)),
+                                     min_finetune_epochs=0, selection="magnitude_global")),
+    "unidlth": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
+                                min_finetune_epochs=0)),
     "unidlth_erk": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
-                                    allocation="erk")),
+                                    min_finetune_epochs=0, allocation="erk")),
 }
 
 
@@ -58,9 +60,9 @@ def run(name, data_dir, **settings):
         **{"steps_per_execution": "auto", "jit_compile": False, **settings}, **kwargs)
     digest = tf_unilth.training.masks_digest(result.pruned_model) \
         if result.pruned_model is not None else None
+    info = {k: v for k, v in (result.method_info or {}).items() if k != "plan"} or None
     return {"masks_digest": digest, "rounds": [_strip_time(r) for r in result.rounds],
-            "final": result.final, "total": _strip_time(result.total),
-            "method_info": result.method_info}
+            "final": result.final, "total": _strip_time(result.total), "method_info": info}
 
 
 def main(argv):

@@ -26,7 +26,8 @@ from tf_unilth import distribute, masks, training
 from helpers import toy_data, toy_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNILTH = dict(epochs=6, rounds=2, round_epochs=1, patience=1, rewind_epochs=2)
+UNILTH = dict(epochs=6, rounds=2, round_epochs=1, patience=1, rewind_epochs=2,
+              min_finetune_epochs=0)
 SUBSET = dict(train_limit=1200, validation_size=300, test_limit=300)  # 20 steps of 60
 
 
@@ -75,7 +76,7 @@ def test_lth_rewinding_to_step_k_under_mirrored(mirrored):
     said = []
     result = tf_unilth.find_ticket(  # built outside the scope: a copy is trained
         toy_model(), "lth", (x[:224], y[:224]), (x[224:272], y[224:272]),
-        test_data=(x[272:], y[272:]), target_sparsity=0.5, batch_size=32, epochs=1,
+        test_data=(x[272:], y[272:]), target_sparsity=0.5, batch_size=32, epochs_per_round=1,
         prune_rate=0.5, rewind_step=3, strategy=mirrored, verbose=0, printer=said.append)
     assert any("outside the strategy's scope" in s for s in said)
     assert result.sparsity >= 0.5 - 0.005

@@ -89,7 +89,7 @@ def test_the_documented_method_runs_from_the_command_line(method_file, mnist_dat
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [sys.executable, str(ROOT / "examples" / "find_ticket.py"), f"--plugin={method_file}",
            "--method=unilth_retrain", "--target_sparsity=0.75", "--epochs=6", "--rounds=1",
-           "--round_epochs=1", "--patience=1", "--retrain_epochs=1", "--train_limit=1200",
+           "--round_epochs=1", "--patience=1", "--min_finetune_epochs=1", "--retrain_epochs=1", "--train_limit=1200",
            "--validation_size=300", "--test_limit=300", "--verbose=0",
            f"--data_dir={mnist_data_dir}", f"--output_dir={out}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -114,7 +114,7 @@ def test_the_documented_criterion_is_registered_and_drives_lth(criterion_file):
             return super().score(weights, gradients)
 
     result = tf_unilth.find_ticket(
-        toy_model(), "lth", train, val, target_sparsity=0.5, test_data=test, epochs=1,
+        toy_model(), "lth", train, val, target_sparsity=0.5, test_data=test, epochs_per_round=1,
         prune_rate=0.5, criterion="saliency", batch_size=16, verbose=0,
         printer=lambda *_: None)
     assert result.rounds[1]["sparsity"] < 0.5 <= result.sparsity  # whole rounds to the target

@@ -119,7 +119,7 @@ def test_a_search_has_no_per_batch_hook_and_evaluates_nothing_twice(monkeypatch)
     said = []
     result = tf_unilth.find_ticket(
         toy_model(), "lth", (x[:160], y[:160]), (x[160:200], y[160:200]),
-        test_data=(x[200:], y[200:]), target_sparsity=0.5, epochs=2, prune_rate=0.5,
+        test_data=(x[200:], y[200:]), target_sparsity=0.5, epochs_per_round=2, prune_rate=0.5,
         rewind_step=3, batch_size=16, verbose=0, printer=said.append)
     assert any("Execution: 10 step(s) per call, XLA on" in s for s in said)
     # Round 0 takes theta_k (a batch hook until step 3); no other fit has one.

@@ -18,10 +18,10 @@ from helpers import Recorder, StartSchedulesAt, compile_model, toy_data, toy_mod
 METHODS = {
     "dense": dict(epochs=1),
     "random": dict(epochs=1),
-    "lth": dict(epochs=1, prune_rate=0.5),
+    "lth": dict(epochs_per_round=1, prune_rate=0.5),
     "dlth": dict(lambda_delta=0.05, lambda_every=1, hold_epochs=0, finetune_epochs=1),
-    "unilth": dict(epochs=6, rounds=2, round_epochs=1, patience=1),
-    "unidlth": dict(epochs=6, rounds=2, round_epochs=1, patience=1),
+    "unilth": dict(epochs=6, rounds=2, round_epochs=1, patience=1, min_finetune_epochs=1),
+    "unidlth": dict(epochs=6, rounds=2, round_epochs=1, patience=1, min_finetune_epochs=1),
 }
 
 
@@ -122,7 +122,7 @@ def test_a_model_ending_in_softmax_is_trained_on_probabilities():
     model = keras.Model(inp, keras.layers.Softmax(name="probabilities")(x))
     train, val, test = _small()
     result = tf_unilth.find_ticket(model, "lth", train, val, target_sparsity=0.3,
-                                   test_data=test, epochs=6, batch_size=16,
+                                   test_data=test, epochs_per_round=6, batch_size=16,
                                    learning_rate=1e-2, verbose=0, printer=lambda *_: None)
     assert result.model.loss.get_config()["from_logits"] is False
     assert result.final["test_accuracy"] > 0.6  # chance: 1/3

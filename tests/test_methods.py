@@ -34,8 +34,8 @@ def test_lenet_one_epoch_on_real_mnist_reaches_95_percent(mnist_data_dir):
 
 METHOD_ARGS = {
     "random": dict(epochs=2),
-    "lth": dict(epochs=1, prune_rate=0.5, rewind_step=5),
-    "dlth": dict(lambda_delta=0.02, lambda_every=1, hold_epochs=1, finetune_epochs=1),
+    "lth": dict(epochs_per_round=1, prune_rate=0.5, rewind_step=5),
+    "dlth": dict(growth="absolute", lambda_delta=0.02, lambda_every=1, hold_epochs=1, finetune_epochs=1),
     "unilth": dict(epochs=9, rounds=2, round_epochs=1, patience=1),
     "unidlth": dict(epochs=9, rounds=2, round_epochs=1, patience=1),
 }
@@ -85,7 +85,7 @@ def test_unilth_trigger_rewind_growth_and_fidelity(mnist_small):
             lambdas.append(tf_unilth.regularizers.current_lambda(self.model))
 
     cbs = unilth.callbacks(model, target_sparsity=0.8, epochs=12, rounds=2, round_epochs=1,
-                           patience=2, on_round_end=lambda m, info: rounds.append(info))
+                           patience=2, min_finetune_epochs=0, on_round_end=lambda m, info: rounds.append(info))
     trigger, stages = cbs[2], cbs[3]
     snapshots = {}
 
@@ -144,7 +144,7 @@ def test_lth_surviving_weights_equal_theta_k_after_each_rewind(mnist_small):
                 theta_k.update(masks.get_weights(self.model))
 
     tf_unilth.find_ticket(_lenet(), "lth", mnist_small.train, mnist_small.validation,
-                          target_sparsity=0.5, epochs=1, prune_rate=0.3, rewind_step=k,
+                          target_sparsity=0.5, epochs_per_round=1, prune_rate=0.3, rewind_step=k,
                           verbose=0, printer=lambda *_: None, callbacks=[Grab()])
     assert len(starts) == 3  # rounds 0, 1, 2 (0.3 per round: 0.5 needs 2 rounds)
     for start in starts[1:]:

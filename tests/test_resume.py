@@ -53,7 +53,7 @@ def _search(method, state_dir, callbacks=(), **kw):
 
 
 UNILTH = dict(target_sparsity=0.8, epochs=14, rounds=2, round_epochs=2, patience=2)
-LTH = dict(target_sparsity=0.6, epochs=3, prune_rate=0.4, rewind_step=5)
+LTH = dict(target_sparsity=0.6, epochs_per_round=3, prune_rate=0.4, rewind_step=5)
 
 
 @pytest.mark.parametrize("method,kw,crash_after", [
@@ -126,7 +126,7 @@ def test_nan_loss_stops_and_restores_the_last_good_epoch(tmp_path):
 
 def _example(out, data_dir, *extra):
     return [sys.executable, os.path.join(ROOT, "examples", "find_ticket.py"), "--method=lth",
-            "--target_sparsity=0.75", "--prune_rate=0.3", "--epochs=1", "--train_limit=2000",
+            "--target_sparsity=0.75", "--prune_rate=0.3", "--epochs_per_round=1", "--train_limit=2000",
             "--validation_size=1000", "--test_limit=1000", "--verbose=0",
             f"--data_dir={data_dir}", f"--output_dir={out}", *extra]
 

@@ -100,6 +100,17 @@ def smart_cond(pred, true_fn, false_fn):
     return tf.__internal__.smart_cond.smart_cond(pred, true_fn, false_fn)
 
 
+def inbound_layers(layer):
+    """The layers whose outputs `layer` takes as inputs (in a built functional
+    or Sequential model)."""
+    found = []
+    for node in getattr(layer, "inbound_nodes", None) or []:
+        for inbound in tf.nest.flatten(node.inbound_layers):
+            if inbound not in found:
+                found.append(inbound)
+    return found
+
+
 def rename_layer(layer, name):
     """Sets a layer's (or model's) name; tf_keras has no public setter."""
     layer._name = name  # pylint: disable=protected-access

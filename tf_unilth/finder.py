@@ -20,6 +20,7 @@ class TicketResult:
     total: dict
     method_info: dict = None
     pruned_model: keras.Model = None  # the wrapped model, masks included
+    warnings: list = dataclasses.field(default_factory=list)  # degenerate states, flagged
 
 
 def make_method(method, method_args=None, epochs=None):
@@ -37,7 +38,7 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
                 test_data=None, epochs=None, *, optimizer="adam", learning_rate=None,
                 loss=None, metrics=None, exclude=(), batch_size=128, strategy=None, verbose=1,
                 log_dir=None, printer=print, callbacks=(), state_dir=None,
-                steps_per_execution="auto", jit_compile="auto", **method_args):
+                steps_per_execution="auto", jit_compile="auto", strict=False, **method_args):
     """Trains `model` into a ticket with a registered method (`methods.names()`).
 
     `method`: a method name, or a method instance (`methods.get(name)(...)`).
@@ -52,7 +53,9 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     `exclude` names layers that stay dense. `callbacks` are added to every
     `fit` the method makes. `steps_per_execution` and `jit_compile` ('auto':
     the fast setting where it is exact, see `tf_unilth.engine.execution`) are
-    how the training steps run. With `state_dir`, the search snapshots itself there
+    how the training steps run. A degenerate run (an emptied layer, a round at
+    chance accuracy, a forced plateau trigger) is printed and listed in
+    `warnings`; with `strict` it raises `search.DegenerateTicket` instead. With `state_dir`, the search snapshots itself there
     after every epoch; called again with the same arguments and `state_dir` it
     resumes instead of starting over.
 
@@ -67,6 +70,9 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     check_model(model)
     chosen = make_method(method, method_args, epochs)
     chosen.check(target_sparsity)
+    if chosen.needs_validation and validation_data is None:
+        raise ValueError(f"{chosen.name} watches val_loss (its plateau trigger): give "
+                         "validation data (validation_data=..., or a validation split).")
     strategy = strategy or tf.distribute.get_strategy()
     global_batch = search_lib.global_batch(train_data, batch_size)
     if strategy.num_replicas_in_sync > 1 and global_batch is not None:
@@ -80,11 +86,16 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
                 "in it (same weights). Build it in strategy.scope() to train it in place.")
         model = distribute.into_scope(model, strategy)
     data = search_lib.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
+    # The method's plan (budget, reachable target) is checked before anything
+    # is trained or written.
+    chosen.plan(masks.plain_mask(model, exclude), target_sparsity, data.steps_per_epoch,
+                masks.output_layers(model, getattr(chosen, "output_layer", None),
+                                    exclude=exclude))
     search = search_lib.Search(
         data, optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
         strategy=strategy, exclude=exclude, verbose=verbose, log_dir=log_dir, printer=printer,
         callbacks=callbacks, state_dir=state_dir, steps_per_execution=steps_per_execution,
-        jit_compile=jit_compile)
+        jit_compile=jit_compile, strict=strict)
     trained = chosen.run(search, model, target_sparsity)
     return finish(search, trained)
 
@@ -101,7 +112,7 @@ def finish(search, trained):
     search.journal.cleanup()  # only a temporary state is removed
     return TicketResult(ticket, search.rounds, sparsity, final, search.log.totals(),
                         search.summary or None,
-                        trained if ticket is not trained else None)
+                        trained if ticket is not trained else None, list(search.warnings))
 
 
 def ticket_sparsity(model):

@@ -15,7 +15,8 @@ import collections
 
 import numpy as np
 
-from tf_unilth._compat import optimizer_slots, prunable_weights, tf
+from tf_unilth._compat import (TfmotPruneLowMagnitude, inbound_layers, optimizer_slots,
+                               prunable_weight_count, prunable_weights, tf)
 from tf_unilth import wrapper as wrapper_lib
 from tf_unilth.sparsity import Mask, Selector, allocation, criteria, selection
 from tf_unilth.sparsity.plans import check_rate, rate_between  # noqa: F401
@@ -71,10 +72,50 @@ def zeros_mask(model):
     return Mask(arrays)
 
 
+def plain_mask(model, exclude=()):
+    """Everything kept, keyed like the wrapped model's mask: the prunable
+    weights of an unwrapped model (without its `exclude`d layers)."""
+    return Mask({Mask.key(layer.name, i): np.ones(weight.shape, bool)
+                 for layer in model.layers if layer.name not in set(exclude)
+                 for i, weight in enumerate(prunable_weights(layer))})
+
+
+def output_layers(model, named=None, exclude=()):
+    """Names of the prunable layers that produce the model's outputs (through
+    layers without weights to prune, such as a final Softmax), wrapped or not:
+    the layers the output layer's pruning rate applies to. `named` (a name or
+    names) overrides the search, and is checked."""
+    def prunable(layer):
+        return isinstance(layer, TfmotPruneLowMagnitude) or (
+            layer.name not in set(exclude) and bool(prunable_weight_count(layer)))
+
+    def own_name(layer):
+        return layer.layer.name if isinstance(layer, TfmotPruneLowMagnitude) else layer.name
+
+    if named:
+        names = [named] if isinstance(named, str) else list(named)
+        known = {own_name(l) for l in model.layers if prunable(l)}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"output_layer names {unknown}, which are not prunable layers of "
+                             f"the model; its prunable layers: {sorted(known)}.")
+        return tuple(names)
+    found, todo, seen = [], [model.get_layer(n) for n in model.output_names], set()
+    while todo:
+        layer = todo.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if prunable(layer):
+            found.append(own_name(layer))
+        else:
+            todo.extend(inbound_layers(layer))
+    return tuple(sorted(set(found)))
+
+
 def output_layer(model):
-    """Name of the layer the output layer's pruning rate applies to (the last
-    pruned layer)."""
-    return pruned_weights(model)[-1].layer_name
+    """The output layer's name (the first of `output_layers`; earlier versions' name)."""
+    return output_layers(model)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -167,7 +208,8 @@ def choose(model, selector, rates, batch=None):
 
 
 def _selector(method, seed=0, block_size=None, scores=None):
-    selector = Selector.named(method, block_size=block_size, seed=seed)
+    selector = Selector.named(method, block_size=block_size, seed=seed,
+                              floor=allocation.NO_FLOOR)
     if scores is not None:  # precomputed scores (earlier versions' random_scores)
         fixed = scores
 
@@ -181,7 +223,7 @@ def _selector(method, seed=0, block_size=None, scores=None):
 
 def select(model, method, rate, *, seed=0, scores=None, rate_overrides=None, block_size=None):
     """Earlier versions' dispatcher: `method` names a (criterion, allocation)
-    pair ('magnitude_layerwise', 'magnitude_global', 'random', 'block')."""
+    pair ('magnitude_layerwise', 'magnitude_global', 'random', 'block'); no floor."""
     selector = _selector(method, seed, block_size, scores)
     if isinstance(selector.allocation, allocation.Global):
         rates = check_rate(rate)
@@ -236,9 +278,10 @@ def random(model, rate, seed, rate_overrides=None):
 def layer_rates(model, density, output_rate_scale=0.5):
     """(rate, rate_overrides) taking the model to `density` with the output
     layer at `output_rate_scale` times the others' rate (earlier versions' form
-    of `allocation.Uniform.rates`)."""
+    of `allocation.Uniform.rates`, without a floor)."""
     out = output_layer(model)
-    rates = allocation.Uniform(output_rate_scale).rates(get_masks(model), density, out)
+    rates = allocation.Uniform(output_rate_scale, allocation.NO_FLOOR).rates(
+        get_masks(model), density, out)
     rest = [v for k, v in rates.items() if Mask.layer_name(k) != out]
     rate = rest[0] if rest else rates[next(iter(rates))] / max(output_rate_scale, 1e-12)
     return rate, {out: output_rate_scale * rate}

@@ -56,7 +56,8 @@ class RunDir:
             "method": method, "dataset": dataset, "model": model_name, "seed": seed,
             "target_sparsity": target_sparsity, "final": result.final,
             "rounds": result.rounds, "total": result.total,
-            "method_info": result.method_info, "flags": flag_values,
+            "method_info": result.method_info, "warnings": result.warnings,
+            "flags": flag_values,
         }
         if distribution is not None:
             summary["distribution"] = distribution

@@ -13,6 +13,7 @@ summary. Internally it is a `Trainer` (compile / fit / evaluate), a `Journal`
     search.evaluate(model, "validation")   -> {"loss", "accuracy"}
     search.record_round(model, i, **extra) -> the round's record (printed, kept)
     search.info(**values)                  -> the method's summary (results.json)
+    search.warn(message, flag)             -> a degenerate run said and flagged (strict: error)
     search.checkpoint_dir(name)            -> a directory that survives a restart
     search.data.{train, validation, test, steps_per_epoch}
 """
@@ -78,12 +79,23 @@ def global_batch(train_data, batch_size):
     return static_batch_size(dataset)
 
 
+# A round whose validation accuracy is at most chance (1 / classes) plus this
+# is a collapse: the network no longer tells the classes apart.
+CHANCE_MARGIN = 0.02
+
+
+class DegenerateTicket(RuntimeError):
+    """A strict search stopped at a degenerate state (an emptied layer, a round
+    at chance, a forced trigger)."""
+
+
 class Search:
     """One ticket search (see module doc)."""
 
     def __init__(self, data, *, optimizer="adam", learning_rate=None, loss=None, metrics=None,
                  strategy=None, exclude=(), verbose=1, log_dir=None, printer=print,
-                 callbacks=(), state_dir=None, steps_per_execution="auto", jit_compile="auto"):
+                 callbacks=(), state_dir=None, steps_per_execution="auto", jit_compile="auto",
+                 strict=False):
         # Data made by tf_unilth.data trains in an order that is a function of
         # (seed, epoch): a resumed search sees the orders of an uninterrupted one.
         data = dataclasses.replace(data, train=data_lib.with_epoch_order(data.train))
@@ -107,6 +119,8 @@ class Search:
             log_dir=log_dir, printer=printer, callbacks=callbacks,
             steps_per_execution=steps_per_execution, jit_compile=jit_compile)
         self.summary = {}
+        self.warnings = []
+        self.strict = strict
         self.print(self.trainer.execution.describe())
         if self.journal.resumed:
             self.print(f"Resuming the search kept in {self.journal.directory}: finished fits "
@@ -183,6 +197,7 @@ class Search:
         record = self.log.make(round_index, float(sparsity), self.evaluate(model, "validation"),
                                self.evaluate(model, "test"), epochs, steps, seconds, **extra)
         self.log.rounds.append(record)
+        self._check_collapse(model, record)
         if not self.trainer.in_fit:
             # Recorded during a fit (UniLTH's rounds), the record is written
             # with that epoch's snapshot, atomically: a kill in between can
@@ -195,3 +210,23 @@ class Search:
         """Adds to the method's summary (results.json `method_info`)."""
         self.summary.update(values)
         return self.summary
+
+    def warn(self, message, flag):
+        """A degenerate run, said in the output and kept (results.json
+        `warnings`, with its `flag`); a strict search raises DegenerateTicket."""
+        self.warnings.append({"flag": flag, "message": message})
+        self.print(f"WARNING: {message}")
+        if self.strict:
+            raise DegenerateTicket(f"{message} (strict: the search stops here; its state is "
+                                   "kept)")
+
+    def _check_collapse(self, model, record):
+        if wrapper.wrappers(model):
+            for key in masks_lib.get_masks(model).empty_layers():
+                self.warn(f"round {record['round']}: layer {key} has no surviving weight "
+                          "(it outputs a constant)", "layer_emptied")
+        classes = int(model.outputs[0].shape[-1] or 0)
+        accuracy = record["val_accuracy"]
+        if classes > 1 and accuracy is not None and accuracy <= 1.0 / classes + CHANCE_MARGIN:
+            self.warn(f"round {record['round']}: validation accuracy {accuracy:.2%} is at "
+                      f"chance for {classes} classes (the network collapsed)", "chance_accuracy")

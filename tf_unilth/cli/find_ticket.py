@@ -33,6 +33,7 @@ from absl import app, flags, logging
 import tf_unilth
 from tf_unilth import distribute, methods, results
 from tf_unilth.cli import method_flags
+from tf_unilth.engine.execution import make_deterministic
 
 FLAGS = flags.FLAGS
 # The flags of a run (recorded in flags.json and results.json); method flags are added.
@@ -85,6 +86,11 @@ def define_flags():
             "lines say which).")
     _define("enum", "jit_compile", "auto", "Compile the training step with XLA: true, false, "
             "or auto (on one device).", ["auto", "true", "false"])
+    _define("boolean", "deterministic", False, "Seed Python, numpy and TensorFlow with --seed "
+            "and use deterministic TensorFlow ops: the same command gives the same numbers "
+            "in another process.")
+    _define("boolean", "strict", False, "A degenerate run (an emptied layer, a round at "
+            "chance accuracy, a forced plateau trigger) is an error, not a warning.")
     _define("integer", "validation_size", 5000, "Training examples held out for validation.")
     _define("boolean", "standardize", False, "Per-channel standardization of the images.")
     _define("integer", "train_limit", None,
@@ -115,6 +121,8 @@ def main(argv):
         raise app.UsageError(str(e)) from None
     # First TensorFlow work: logical devices and collective ops are set up here.
     strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
+    if FLAGS.deterministic:
+        make_deterministic(FLAGS.seed)
     try:
         per_replica = distribute.check_batch_size(FLAGS.batch_size, strategy)
     except ValueError as e:
@@ -146,7 +154,7 @@ def main(argv):
         target_sparsity=FLAGS.target_sparsity, test_data=splits.test,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, exclude=FLAGS.exclude,
         verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"),
-        state_dir=run_dir.path("state"), strategy=strategy, **execution)
+        state_dir=run_dir.path("state"), strategy=strategy, strict=FLAGS.strict, **execution)
     digests = tf_unilth.training.replica_masks_digests(result.pruned_model) \
         if result.pruned_model is not None else []
     if digests:

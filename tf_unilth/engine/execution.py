@@ -21,8 +21,11 @@ default and pick the fast setting where it is exact:
 """
 
 import dataclasses
+import random
 
-from tf_unilth._compat import implements_train_batch_hooks, tf
+import numpy as np
+
+from tf_unilth._compat import implements_train_batch_hooks, keras, tf
 
 AUTO = "auto"
 # Steps per call with `auto`: past ~50 the per-call host work is below 1% of a
@@ -83,3 +86,17 @@ class Execution:
         """Keyword arguments for `model.compile`."""
         return {"steps_per_execution": self.steps_per_execution,
                 "jit_compile": self.jit_compile}
+
+
+def make_deterministic(seed):
+    """Seeds Python, numpy and TensorFlow and turns on TensorFlow's op
+    determinism, so the same run gives the same numbers in another process.
+
+    Without it a run is already reproducible when every random choice is
+    seeded (tf_unilth's models, data orders and tickets are); a model built
+    with unseeded initializers, or ops with non-deterministic kernels, are
+    what this fixes. Process-wide and irreversible: call it first."""
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()

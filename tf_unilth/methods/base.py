@@ -21,7 +21,9 @@ means "derived from the others" (the help says how).
 import dataclasses
 import typing
 
+from tf_unilth import masks
 from tf_unilth.sparsity import Selector, allocation, criteria, plans, selection
+from tf_unilth.sparsity.allocation import Floor
 
 _METHODS = {}
 
@@ -44,6 +46,15 @@ class Method:
         """Trains `model` into a ticket at `target_sparsity` through `search`;
         returns the trained (wrapped) model."""
         raise NotImplementedError
+
+    def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
+        """The method's budget and mask plan for a model whose prunable weights
+        are `mask` (all kept), checked before anything is trained: returns
+        what it will spend (a dict; `epochs` is the total) and raises a clear
+        error when the budget cannot hold the method or the target cannot be
+        reached. `run` follows the same plan."""
+        del mask, target_sparsity, steps_per_epoch, output_layers
+        return {"epochs": getattr(self, "epochs", None)}
 
     def check(self, target_sparsity):
         """Raises a clear error for hyperparameters that cannot work, before
@@ -116,10 +127,41 @@ class Allocated(Method):
     output_rate_scale: float = hparam(
         0.5, "The output layer is pruned at this times the others' rate (LTH's convention; "
         "1.0 prunes all layers alike).")
+    output_layer: str = hparam(
+        None, "The output layer (its name) for --output_rate_scale. Default: the prunable "
+        "layer(s) producing the model's output.")
     block_size: tuple = hparam(
         None, "Remove whole blocks, e.g. 4,1 (Keras kernel layout [in, out]: 4 consecutive "
         "inputs, the pattern TFLite's sparse kernels run fast); magnitude ranks blocks by "
         "L2 norm, random draws blocks. Default: single weights.")
+    floor_count: int = hparam(
+        8, "No layer keeps fewer than max(floor_count, floor_fraction x its size) weights "
+        "(what it cannot give goes to the others).")
+    floor_fraction: float = hparam(0.005, "See --floor_count.")
+
+    def floor(self):
+        return Floor(self.floor_count, self.floor_fraction)
+
+    def output_layers(self, model):
+        """The output layer(s) of `model` (wrapped or not) for the output rate."""
+        return masks.output_layers(model, self.output_layer)
+
+    def selector(self):
+        """The `Selector` (criterion, allocation, blocks, floor) of the method."""
+        raise NotImplementedError
+
+    def reachable(self, mask, target_sparsity, output_layers):
+        """Raises AllocationError unless this method's allocation can take the
+        model to `target_sparsity` (a dry run on `mask`, before training)."""
+        self.selector().allocation.rates(mask, 1.0 - target_sparsity, output_layers)
+
+    def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
+        self.reachable(mask, target_sparsity, output_layers)
+        return super().plan(mask, target_sparsity, steps_per_epoch, output_layers)
+
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        self.floor()
 
 
 @dataclasses.dataclass
@@ -141,9 +183,10 @@ class Selecting(Allocated, Seeded):
         """The `Selector` these hyperparameters describe."""
         if self.selection is not None:
             return Selector.named(self.selection, block_size=self.block_size,
-                                  output_rate_scale=self.output_rate_scale, seed=self.seed)
+                                  output_rate_scale=self.output_rate_scale, seed=self.seed,
+                                  floor=self.floor())
         return Selector(self.criterion, self.allocation, self.block_size,
-                        self.output_rate_scale, self.seed)
+                        self.output_rate_scale, self.seed, self.floor())
 
     def check(self, target_sparsity):
         super().check(target_sparsity)
@@ -162,7 +205,7 @@ class RandomTicket(Allocated, Seeded):
 
     def selector(self):
         return Selector("random", self.allocation, self.block_size, self.output_rate_scale,
-                        self.seed)
+                        self.seed, self.floor())
 
     def check(self, target_sparsity):
         super().check(target_sparsity)

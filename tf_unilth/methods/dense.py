@@ -34,3 +34,5 @@ class Dense(Method):
 
     def check(self, target_sparsity):
         del target_sparsity  # the dense network has none
+        if self.epochs < 1:
+            raise ValueError(f"dense: epochs must be >= 1, got {self.epochs} (flag --epochs).")

@@ -2,10 +2,15 @@
 
   1. draw a seeded random ticket at the target sparsity;
   2. train the dense network with 0.5 * lambda * ||w * (1 - m)||^2 on the
-     weights the ticket removes, lambda += delta every K steps up to
-     lambda_max, then held for `hold_epochs`;
+     weights the ticket removes, lambda growing to lambda_max and then held;
   3. remove those weights in one shot (tfmot event, the plan wins) and
      fine-tune with the mask fixed.
+
+Budget: `epochs` in all, the last `finetune_epochs` fine-tuning, the rest
+regularizing. Lambda's growth, by default, is relative to the regularization
+phase: it reaches lambda_max after `growth_fraction` of it, then holds, on
+any dataset size. `growth="absolute"` is the published form instead: +delta
+every K steps (Bai et al.: 1e-4 every 5 steps), then `hold_epochs` held.
 """
 
 import math
@@ -14,23 +19,80 @@ from tf_unilth import masks, regularizers, schedules, wrapper
 from tf_unilth.callbacks import RegularizerGrowth, UpdatePruningStep, current_step
 from tf_unilth.methods.base import RandomTicket, hparam, register_method
 
+DEFAULT_EPOCHS = 30
+
 
 @register_method("dlth")
 class DLTH(RandomTicket):
-    epochs: int = hparam(None, "Whole budget: regularization first, fine-tuning the rest "
-                         "(default: lambda's growth + hold_epochs, then finetune_epochs).")
-    lambda_delta: float = hparam(1e-4, "Lambda increment (DLTH: 1e-4).")
+    epochs: int = hparam(None, f"Whole budget: regularization, then finetune_epochs of "
+                         f"fine-tuning (default: {DEFAULT_EPOCHS}; with --growth=absolute, "
+                         "lambda's growth + hold_epochs + finetune_epochs).")
+    finetune_epochs: int = hparam(20, "Fine-tuning epochs after the removal.")
+    growth: str = hparam("relative", "relative: lambda reaches lambda_max after "
+                         "growth_fraction of the regularization epochs; absolute: +lambda_delta "
+                         "every lambda_every steps (DLTH's published form).",
+                         choices=("relative", "absolute"))
+    growth_fraction: float = hparam(0.5, "relative growth: share of the regularization phase "
+                                    "lambda takes to reach lambda_max (then held).")
+    lambda_delta: float = hparam(1e-4, "absolute growth: lambda increment (DLTH: 1e-4).")
     lambda_every: int = hparam(5, "Steps between lambda increments (DLTH: 5).")
     lambda_max: float = hparam(1.0, "Largest regularization coefficient.")
-    hold_epochs: int = hparam(5, "Epochs lambda is held at its maximum before the removal.")
-    finetune_epochs: int = hparam(20, "Fine-tuning epochs after the removal.")
+    hold_epochs: int = hparam(5, "absolute growth: epochs lambda is held at its maximum "
+                              "before the removal.")
+
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        if self.finetune_epochs < 1:
+            raise ValueError(f"dlth: finetune_epochs must be >= 1 (the removal happens in the "
+                             f"fine-tuning fit), got {self.finetune_epochs} "
+                             "(flag --finetune_epochs).")
+        if not 0.0 < self.growth_fraction <= 1.0:
+            raise ValueError(f"dlth: growth_fraction must be in (0, 1], got "
+                             f"{self.growth_fraction} (flag --growth_fraction).")
+        if self.lambda_every < 1 or self.lambda_max <= 0 or self.lambda_delta <= 0 \
+                or self.hold_epochs < 0:
+            raise ValueError("dlth: lambda_every must be >= 1, lambda_max and lambda_delta > 0, "
+                             "hold_epochs >= 0 (flags --lambda_every, --lambda_max, "
+                             "--lambda_delta, --hold_epochs).")
+        if self.epochs is not None and self.epochs <= self.finetune_epochs:
+            raise ValueError(
+                f"dlth: a budget of {self.epochs} epochs leaves no regularization epoch before "
+                f"{self.finetune_epochs} fine-tuning epochs; raise --epochs or lower "
+                "--finetune_epochs.")
+
+    def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
+        super().plan(mask, target_sparsity, steps_per_epoch, output_layers)
+        if self.growth == "relative":
+            reg_epochs = (self.epochs or DEFAULT_EPOCHS) - self.finetune_epochs
+            increments = max(1, int(self.growth_fraction * reg_epochs * steps_per_epoch)
+                             // self.lambda_every)
+            curve = regularizers.LinearStepGrowth(self.lambda_max / increments,
+                                                  self.lambda_every, self.lambda_max)
+        else:
+            curve = regularizers.LinearStepGrowth(self.lambda_delta, self.lambda_every,
+                                                  self.lambda_max)
+            reg_epochs = math.ceil(curve.steps_to_max() / steps_per_epoch) + self.hold_epochs
+            if self.epochs is not None:  # a budget: regularize first, fine-tune the rest
+                reg_epochs = min(reg_epochs, self.epochs - self.finetune_epochs)
+        reached = curve(reg_epochs * steps_per_epoch)
+        return {"epochs": reg_epochs + self.finetune_epochs, "reg_epochs": reg_epochs,
+                "finetune_epochs": self.finetune_epochs, "lambda_steps_to_max":
+                curve.steps_to_max(), "lambda_reached": reached, "curve": curve.get_config()}
 
     def run(self, search, model, target_sparsity):
         pruned = search.wrap(model, lambda layer: schedules.OneShotSchedule(0.0))
         regularizers.attach(pruned)
+        plan = self.plan(masks.get_masks(pruned), target_sparsity, search.data.steps_per_epoch,
+                         self.output_layers(pruned))
+        search.info(plan={k: v for k, v in plan.items() if k != "curve"})
+        if plan["lambda_reached"] < self.lambda_max:
+            search.warn(f"dlth: lambda reaches only {plan['lambda_reached']:.4g} of lambda_max "
+                        f"{self.lambda_max} in {plan['reg_epochs']} regularization epochs "
+                        "(absolute growth); raise --epochs or use --growth=relative.",
+                        "lambda_short")
         selector = self.selector()
         rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
-                                          masks.output_layer(pruned))
+                                          self.output_layers(pruned))
         ticket = search.removal(pruned, selector, rates)
         regularizers.set_selection(pruned, ticket)
         for record in masks.pruned_weights(pruned):  # each layer's share of the removal
@@ -38,12 +100,8 @@ class DLTH(RandomTicket):
                 0, float(ticket[record.key].sum()) / ticket[record.key].size)
         search.compile(pruned)
 
-        growth = RegularizerGrowth(regularizers.LinearStepGrowth(
-            self.lambda_delta, self.lambda_every, self.lambda_max), active=True)
-        reg_epochs = math.ceil(growth.curve.steps_to_max() / search.data.steps_per_epoch) \
-            + self.hold_epochs
-        if self.epochs is not None:  # an overall budget: regularize first, fine-tune the rest
-            reg_epochs = min(reg_epochs, max(1, self.epochs - self.finetune_epochs))
+        growth = RegularizerGrowth(regularizers.LinearStepGrowth(**plan["curve"]), active=True)
+        reg_epochs = plan["reg_epochs"]
         search.fit(pruned, reg_epochs, callbacks=[UpdatePruningStep(), growth])
         search.record_round(pruned, 0, lambda_reached=growth.current())
 

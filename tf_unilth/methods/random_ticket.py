@@ -12,11 +12,16 @@ from tf_unilth.methods.dense import best_epoch
 class Random(RandomTicket):
     epochs: int = hparam(20, "Training epochs of the random ticket.")
 
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        if self.epochs < 1:
+            raise ValueError(f"random: epochs must be >= 1, got {self.epochs} (flag --epochs).")
+
     def run(self, search, model, target_sparsity):
         pruned = search.wrap(model)
         selector = self.selector()
         rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
-                                          masks.output_layer(pruned))
+                                          self.output_layers(pruned))
         masks.remove(pruned, search.removal(pruned, selector, rates))
         search.compile(pruned)
         history = search.fit(pruned, self.epochs, callbacks=[UpdatePruningStep()])

@@ -1,7 +1,8 @@
 """UniLTH and UniDLTH (seed 000): plateau, rewind, then extrude and prune.
 
 Stage 1  train dense, no regularization, until `PlateauTrigger(val_loss, P)`
-         fires (or the budget left only fits stage 2: the trigger is forced).
+         fires (or only the rounds and `min_finetune_epochs` still fit in the
+         budget: the trigger is forced, and the run says so).
 Rewind   restore weights and optimizer state of r epochs earlier (r = P: the
          epoch of best val_loss).
 Stage 2  R rounds on the geometric density sequence. Each round
@@ -48,8 +49,43 @@ class Staged(Method):
     lambda_max: float = hparam(1.0, "Largest regularization coefficient (0: no extrusion).")
     gamma: float = hparam(2.0, "Lambda growth exponent: lambda_max * (t/G)^gamma.")
     finetune_patience: int = hparam(3, "Patience of the fine-tuning plateau trigger.")
+    min_finetune_epochs: int = hparam(
+        5, "Epochs kept for fine-tuning: when only the rounds and these are left, the "
+        "plateau trigger is forced (and said so).")
 
     needs_validation = True
+
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        for name in ("rounds", "round_epochs", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{self.name}: {name} must be >= 1, got {getattr(self, name)} "
+                                 f"(flag --{name}).")
+        for name in ("patience", "finetune_patience", "min_finetune_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{self.name}: {name} must be >= 0, got {getattr(self, name)} "
+                                 f"(flag --{name}).")
+        if self.rewind_epochs is not None and self.rewind_epochs < 0:
+            raise ValueError(f"{self.name}: rewind_epochs must be >= 0, got "
+                             f"{self.rewind_epochs} (flag --rewind_epochs).")
+        if self.growth_steps is not None and self.growth_steps < 1:
+            raise ValueError(f"{self.name}: growth_steps must be >= 1, got {self.growth_steps} "
+                             "(flag --growth_steps).")
+        regularizers.PowerGrowth(self.lambda_max, 1, self.gamma)  # its own range checks
+
+    def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
+        super().plan(mask, target_sparsity, steps_per_epoch, output_layers)
+        stage2 = self.rounds * self.round_epochs
+        shortest = 1 + stage2 + self.min_finetune_epochs
+        if self.epochs < shortest:
+            raise ValueError(
+                f"{self.name}: a budget of {self.epochs} epochs cannot hold stage 1 (at least "
+                f"one epoch), {self.rounds} rounds of {self.round_epochs} epochs and "
+                f"{self.min_finetune_epochs} fine-tuning epochs ({shortest} in all); raise "
+                "--epochs or lower --rounds, --round_epochs or --min_finetune_epochs.")
+        return {"epochs": self.epochs, "stage2_epochs": stage2,
+                "min_finetune_epochs": self.min_finetune_epochs,
+                "latest_trigger_epoch": self.epochs - stage2 - self.min_finetune_epochs}
 
     def run(self, search, model, target_sparsity):
         if search.data.validation is None:
@@ -57,6 +93,8 @@ class Staged(Method):
                              "validation data (validation_data=..., or a validation split).")
         pruned = self.prepare(model, target_sparsity, search.strategy, search.exclude)
         search.compile(pruned)
+        search.info(plan=self.plan(masks.get_masks(pruned), target_sparsity,
+                                   search.data.steps_per_epoch, self.output_layers(pruned)))
         base = (search.epochs, search.steps, search.seconds)
         spe = search.data.steps_per_epoch
 
@@ -67,7 +105,8 @@ class Staged(Method):
                 lambda_max_reached=info["lambda"])
 
         cbs = self.callbacks(pruned, target_sparsity, on_round_end=record,
-                             checkpoint_dir=search.checkpoint_dir("rewind"), batch=search.batch)
+                             checkpoint_dir=search.checkpoint_dir("rewind"), batch=search.batch,
+                             warn=search.warn)
         search.fit(pruned, self.epochs, callbacks=cbs)
         search.info(**next(cb for cb in cbs if isinstance(cb, StagedPruning)).summary())
         return pruned
@@ -83,9 +122,11 @@ class Staged(Method):
         return pruned
 
     def callbacks(self, model, target_sparsity, checkpoint_dir=None, on_round_end=None,
-                  batch=None):
+                  batch=None, warn=None):
         """The callbacks of one UniLTH (or UniDLTH) fit of `self.epochs` epochs.
-        `batch()` gives the (x, y) batch a gradient criterion is scored on."""
+        `batch()` gives the (x, y) batch a gradient criterion is scored on;
+        `warn(message, flag)` reports a forced trigger or a skipped fine-tune
+        (default: printed)."""
         del model  # every callback finds the model through set_model
         rewind_epochs = self.patience if self.rewind_epochs is None else self.rewind_epochs
         rewind = Rewind(checkpoint_dir,
@@ -96,7 +137,7 @@ class Staged(Method):
         finetune = PlateauTrigger("val_loss", min_delta=self.min_delta,
                                   patience=self.finetune_patience, stop_on_fire=True)
         stages = StagedPruning(self, target_sparsity, trigger, rewind, growth, finetune,
-                               on_round_end=on_round_end, batch=batch)
+                               on_round_end=on_round_end, batch=batch, warn=warn)
         return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
@@ -114,7 +155,7 @@ class StagedPruning(keras.callbacks.Callback):
     """Runs stages 2 and 3 when the plateau trigger fires (see module doc)."""
 
     def __init__(self, method, target_sparsity, trigger, rewind, growth, finetune,
-                 on_round_end=None, batch=None):
+                 on_round_end=None, batch=None, warn=None):
         super().__init__()
         if method.round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {method.round_epochs}.")
@@ -126,11 +167,8 @@ class StagedPruning(keras.callbacks.Callback):
             else method.rewind_epochs
         self.on_round_end = on_round_end or _print_round
         self.batch = batch
-        if method.epochs < method.rounds * method.round_epochs + 1:
-            raise ValueError(
-                f"An epoch budget of {method.epochs} cannot hold stage 1 plus {method.rounds} "
-                f"rounds of {method.round_epochs} epochs; raise epochs or lower "
-                "rounds/round_epochs.")
+        self.warn = warn or (lambda message, flag: print(f"WARNING: {message}"))
+        self.target_sparsity = target_sparsity
         trigger.add_listener(self._stage2)
         finetune.add_listener(self._restore_best)
         finetune.armed = False
@@ -164,7 +202,7 @@ class StagedPruning(keras.callbacks.Callback):
         alive = masks.get_masks(self.model)
         rates = self.selector.allocation.round_rates(
             alive, self.densities[self.round - 1], self.densities[-1], self.round,
-            self.method.rounds, masks.output_layer(self.model))
+            self.method.rounds, self.method.output_layers(self.model))
         batch = self.batch() if self.batch and self.selector.needs_gradients else None
         chosen = masks.choose(self.model, self.selector, rates, batch)
         regularizers.set_selection(self.model, chosen)
@@ -184,8 +222,13 @@ class StagedPruning(keras.callbacks.Callback):
         m = self.method
         self._epochs_done += 1
         if self.stage == 1 and self.trigger.armed and \
-                m.epochs - (epoch + 1) <= m.rounds * m.round_epochs:
-            self.forced = True  # no plateau yet, but only stage 2 fits in the budget
+                m.epochs - (epoch + 1) <= m.rounds * m.round_epochs + m.min_finetune_epochs:
+            # No plateau yet, but only the rounds and the kept fine-tuning fit in the budget.
+            self.forced = True
+            self.warn(f"{m.name}: the plateau trigger did not fire in {epoch + 1} epochs; forced "
+                      f"so that the {m.rounds} rounds and {m.min_finetune_epochs} fine-tuning "
+                      "epochs fit in the budget (raise --epochs for a real plateau).",
+                      "trigger_forced")
             self.trigger.fire(epoch, logs)
         elif self.stage == 2 and epoch == self._round_end:
             self._end_round(epoch, logs)
@@ -201,6 +244,9 @@ class StagedPruning(keras.callbacks.Callback):
             self._begin_round()
             return
         # Stage 3: the mask is fixed; no more penalty; watch for a second plateau.
+        if epoch + 1 >= self.method.epochs:
+            self.warn(f"{self.method.name}: no epoch is left for fine-tuning after the last "
+                      "round; raise --epochs or --min_finetune_epochs.", "finetune_skipped")
         self.growth.stop()
         regularizers.set_selection(self.model, {})
         for layer in wrapper.wrappers(self.model):

@@ -24,9 +24,18 @@ NAMED = {
 }
 
 
-def removal_count(alive, rate, unit=1):
-    """Weights to remove: a whole number of blocks of `unit` entries."""
-    return int(round(alive * rate / unit)) * unit
+def removal_count(alive, rate, unit=1, minimum=0):
+    """Weights to remove: a whole number of blocks of `unit` entries, leaving
+    at least `minimum` (a floor)."""
+    count = int(round(alive * rate / unit)) * unit
+    room = max(0, alive - minimum)
+    return min(count, room - room % unit)
+
+
+def block_unit(shape, block_size):
+    """Entries per removed block of a weight of `shape` (1 without blocks or
+    for weights of rank other than 2)."""
+    return int(np.prod(block_size)) if block_size is not None and len(shape) == 2 else 1
 
 
 def lowest(scores, alive, count):
@@ -41,21 +50,25 @@ def lowest(scores, alive, count):
     return chosen
 
 
-def remove_lowest(scores, alive, rates, block_size=None):
+def remove_lowest(scores, alive, rates, block_size=None, minima=None):
     """The removal set (a Mask, True = remove) of one pruning step.
 
     `rates`: key -> fraction of that key's surviving weights (rank-2 weights
     remove whole blocks of `block_size` when given), or one float: the
-    fraction of all surviving weights, by one threshold across keys."""
+    fraction of all surviving weights, by one threshold across keys.
+    `minima` (key -> weights it keeps at least, an allocation's floor) bounds
+    every key's removal; under one threshold, what a key at its floor cannot
+    give is taken from the next-lowest scores of the others."""
+    minima = minima or {}
     if isinstance(rates, dict):
         unknown = set(rates) - set(alive)
         if unknown:
             raise ValueError(f"Rates for unknown weights {sorted(unknown)}; known: {list(alive)}.")
         removal = {}
         for key, keep in alive.items():
-            rate = check_rate(rates.get(key, 0.0))
-            unit = int(np.prod(block_size)) if block_size is not None and keep.ndim == 2 else 1
-            removal[key] = lowest(scores[key], keep, removal_count(int(keep.sum()), rate, unit))
+            count = removal_count(int(keep.sum()), check_rate(rates.get(key, 0.0)),
+                                  block_unit(keep.shape, block_size), minima.get(key, 0))
+            removal[key] = lowest(scores[key], keep, count)
         return Mask(removal)
     if block_size is not None:
         raise ValueError("One global threshold has no block form; use a layer-wise "
@@ -69,7 +82,14 @@ def remove_lowest(scores, alive, rates, block_size=None):
         # Rank over the concatenation so ties are broken deterministically.
         flat_keys = np.concatenate([np.full(alive[k].sum(), i) for i, k in enumerate(keys)])
         flat_pos = np.concatenate([np.flatnonzero(alive[k]) for k in keys])
-        order = np.argsort(alive_scores, kind="stable")[:count]
+        order = np.argsort(alive_scores, kind="stable")
+        rooms = np.array([int(alive[k].sum()) - minima.get(k, 0) for k in keys])
+        # The `count` lowest scores whose key still has room above its floor.
+        rank_in_key = np.empty(order.size, np.int64)
+        for i in range(len(keys)):
+            mine = flat_keys[order] == i
+            rank_in_key[mine] = np.arange(int(mine.sum()))
+        order = order[rank_in_key < rooms[flat_keys[order]]][:count]
         for i, k in enumerate(keys):
             removal[k].reshape(-1)[flat_pos[order[flat_keys[order] == i]]] = True
     return Mask(removal)
@@ -85,6 +105,7 @@ class Selector:
     block_size: tuple = None
     output_rate_scale: float = 0.5
     seed: int = 0
+    floor: allocation_lib.Floor = None
 
     def __post_init__(self):
         if self.block_size is not None:
@@ -95,7 +116,8 @@ class Selector:
             if self.block_size == (1, 1):
                 self.block_size = None
         self.criterion = criteria_lib.get(self.criterion, seed=self.seed)
-        self.allocation = allocation_lib.get(self.allocation, self.output_rate_scale)
+        self.allocation = allocation_lib.get(self.allocation, self.output_rate_scale,
+                                             self.floor)
         if self.block_size is not None and isinstance(self.allocation, allocation_lib.Global):
             raise ValueError("magnitude_global (one global threshold) has no block form; use "
                              "selection='magnitude_layerwise' (or 'block') with block_size.")
@@ -118,5 +140,7 @@ class Selector:
         return self.criterion.block_score(weights, self.block_size, gradients)
 
     def removal(self, weights, alive, rates, gradients=None):
-        """The removal set at `rates` (from this selector's allocation)."""
-        return remove_lowest(self.scores(weights, gradients), alive, rates, self.block_size)
+        """The removal set at `rates` (from this selector's allocation), never
+        taking a layer below the allocation's floor."""
+        return remove_lowest(self.scores(weights, gradients), alive, rates, self.block_size,
+                             self.allocation.floor.minima(alive))
