@@ -38,8 +38,8 @@ one each repeat. What each child reports:
   (training + validation + whatever runs between epochs, i.e. the search's
   per-epoch snapshot for (c)/(d)); steps/s = steps per epoch / that median.
   (a)/(b): `time.perf_counter()` in a callback placed last; (c)/(d): the wall
-  times of the per-epoch `epoch_loss` events the command line's TensorBoard
-  callback writes (`<output_dir>/logs/train`). It leaves out the first epoch,
+  times of the per-epoch `epoch/loss` scalars the search writes to
+  TensorBoard (`<output_dir>/logs`). It leaves out the first epoch,
   which holds the tracing (and XLA compilation), and, being a median, a
   one-time cost at one epoch boundary: it is the throughput of a long search,
   and the measure the targets use (with E = 1 there is none, and the targets
@@ -617,15 +617,16 @@ def _tfrecords(path):
             yield data
 
 
-def epoch_end_times(log_dir, tag="epoch_loss"):
-    """Wall times (time.time() seconds) of the `tag` events under log_dir/train,
-    one per trained epoch, sorted; None when they cannot be read."""
+def epoch_end_times(log_dir, tag="epoch/loss"):
+    """Wall times (time.time() seconds) of the `tag` events in log_dir (the
+    search's TensorBoard scalars, one per trained epoch), sorted; None when
+    they cannot be read."""
     try:
         from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
     except ImportError:
         return None
     times = []
-    for path in sorted(glob.glob(os.path.join(log_dir, "train", "events.out.tfevents.*"))):
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
         for record in _tfrecords(path):
             event = event_pb2.Event.FromString(record)
             if any(v.tag == tag for v in event.summary.value):
@@ -824,7 +825,7 @@ SPEED_PROTOCOL = {
               "previous epoch to the end of this one (training, validation and the work "
               "between epochs: the search's per-epoch snapshot for (c)/(d)); steps/s = "
               "steps per epoch / that median. Keras variants: perf_counter in a callback "
-              "placed last; command line: wall times of its TensorBoard epoch_loss events. "
+              "placed last; command line: wall times of its TensorBoard epoch/loss events. "
               "Leaves out the first epoch (tracing, XLA compilation) and, as a median, a "
               "one-time cost at one epoch boundary (all intervals are in "
               "steady_epoch_seconds). The targets use it (with E = 1 they use all_epochs)",
@@ -938,7 +939,7 @@ def run_lth(report, work_dir, write):
         "command": [os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd[1:]],
         "timing": "train_seconds per level from results.json's rounds (sums of epoch "
                   "begin -> end); end_to_end_seconds per level from the TensorBoard "
-                  "epoch_loss events (previous level's last epoch end, or the child's "
+                  "epoch/loss events (previous level's last epoch end, or the child's "
                   "start for level 0, to this level's last epoch end: pruning, rewinding, "
                   "snapshots and the test evaluation included); child_wall_seconds the "
                   "whole process",

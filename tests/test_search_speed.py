@@ -171,11 +171,9 @@ def test_lth_report(bench):
 
 def test_epoch_end_times_reads_tensorboard_events(bench, tmp_path):
     event_pb2 = pytest.importorskip("tensorboard.compat.proto.event_pb2")
-    train = tmp_path / "train"
-    train.mkdir()
-    with open(train / "events.out.tfevents.1.host.0.v2", "wb") as f:
-        for step, (wall, tag) in enumerate([(5.0, "epoch_loss"), (5.0, "epoch_accuracy"),
-                                            (7.5, "epoch_loss")]):
+    with open(tmp_path / "events.out.tfevents.1.host.0.v2", "wb") as f:
+        for step, (wall, tag) in enumerate([(5.0, "epoch/loss"), (5.0, "epoch/accuracy"),
+                                            (7.5, "epoch/loss")]):
             event = event_pb2.Event(wall_time=wall, step=step)
             event.summary.value.add(tag=tag)
             data = event.SerializeToString()

@@ -118,6 +118,7 @@ class Search:
             loss=loss, metrics=metrics, strategy=self.strategy, verbose=verbose,
             log_dir=log_dir, printer=printer, callbacks=callbacks,
             steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+        self.print = self.trainer.lines  # held during a fit, out after the progress bar
         self.summary = {}
         self.warnings = []
         self.strict = strict
@@ -178,7 +179,8 @@ class Search:
 
     @property
     def seconds(self):
-        return self.log.seconds
+        """Training seconds so far (the epoch under way included)."""
+        return self.trainer.elapsed()
 
     def record_round(self, model, round_index, epochs=None, steps=None, seconds=None,
                      **extra):
@@ -204,6 +206,8 @@ class Search:
             # neither keep a round whose state is lost nor redo a kept one.
             self.journal.save_rounds(self.log.rounds)
         self.print(records_lib.format_round(record))
+        if self.trainer.board is not None:
+            self.trainer.board.round(record)
         return record
 
     def info(self, **values):
@@ -211,11 +215,18 @@ class Search:
         self.summary.update(values)
         return self.summary
 
+    def event(self, name, value=1.0):
+        """An event of the method (a trigger fired, a rewind), as a TensorBoard
+        scalar `events/<name>` at the current step."""
+        if self.trainer.board is not None:
+            self.trainer.board.scalars({f"events/{name}": value}, self.log.steps)
+
     def warn(self, message, flag):
         """A degenerate run, said in the output and kept (results.json
         `warnings`, with its `flag`); a strict search raises DegenerateTicket."""
         self.warnings.append({"flag": flag, "message": message})
         self.print(f"WARNING: {message}")
+        self.event(flag)
         if self.strict:
             raise DegenerateTicket(f"{message} (strict: the search stops here; its state is "
                                    "kept)")

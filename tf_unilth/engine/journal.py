@@ -227,6 +227,7 @@ class SaveProgress(keras.callbacks.Callback):
         self.history = {k: list(v) for k, v in resume_from["history"].items()} \
             if resume_from else {}
         self.last_epoch = None
+        self._start = None
 
     def on_train_begin(self, logs=None):
         if self.resume_from is not None:
@@ -235,9 +236,14 @@ class SaveProgress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
+    def running_seconds(self):
+        """Seconds of the epoch under way (0 between epochs)."""
+        return 0.0 if self._start is None else time.perf_counter() - self._start
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.search.add_epoch(time.perf_counter() - self._start)
+        self._start = None
         self.last_epoch = epoch
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))

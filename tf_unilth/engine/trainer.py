@@ -16,6 +16,7 @@ from tf_unilth import data as data_lib
 from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
 from tf_unilth.engine import journal as journal_lib
+from tf_unilth.engine import summaries
 from tf_unilth.engine.execution import AUTO, Execution
 
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
@@ -69,13 +70,18 @@ class Trainer:
         self.optimizer, self.learning_rate = optimizer, learning_rate
         self.loss, self.metrics = loss, metrics
         self.strategy = strategy
-        self.verbose, self.log_dir, self.print = verbose, log_dir, printer
+        self.verbose, self.log_dir = verbose, log_dir
+        # Lines printed during a fit wait for Keras' progress output of the epoch.
+        self.lines = summaries.Lines(printer)
+        self.print = self.lines
+        self.board = summaries.Board(log_dir) if log_dir else None
         self.extra_callbacks = list(callbacks)  # the user's, added to every fit
         fresh_optimizer(optimizer, learning_rate)  # fail early on a bad name
         self.execution = Execution.resolve(
             steps_per_execution, jit_compile, strategy=strategy,
             steps_per_epoch=data.steps_per_epoch, callbacks=self.extra_callbacks)
         self._fits = 0
+        self._saver = None
         self.in_fit = False
         self._evaluations = {}  # (split, model state) -> {"loss", "accuracy"}
 
@@ -101,9 +107,6 @@ class Trainer:
         """
         index, self._fits = self._fits, self._fits + 1
         callbacks = list(callbacks) + self.extra_callbacks
-        if self.log_dir:
-            callbacks.append(keras.callbacks.TensorBoard(self.log_dir, write_graph=False,
-                                                         profile_batch=0))
         keras.callbacks.CallbackList(callbacks, model=model)  # set_model on each
         self.journal.check_replay(index, model, len(self.log.rounds))
         snapshot = self.journal.finished_fit(index)
@@ -130,17 +133,24 @@ class Trainer:
         # weights at the epoch's end (a rewind, a restore of the best epoch).
         first, last = [RememberValidation(self)], []
         order = data_lib.epoch_order(self.data.train)
+        # After `saver`, which counts the epoch: the next epoch's number, the step count.
         if order is not None:  # epoch e's data order depends on e only: exact resume
-            # After `saver`, which counts the epoch: the next epoch's number.
             last.append(data_lib.DataOrder(order, lambda: self.log.epochs))
-        self.in_fit = True
+        if self.board is not None:
+            last.append(summaries.WriteEpoch(self.board, lambda: self.log.steps))
+        if self.verbose:  # ours, so that the held lines come after it
+            last.append(keras.callbacks.ProgbarLogger(count_mode="steps"))
+        last.append(summaries.LetOut(self.lines))
+        self.in_fit, self._saver = True, saver
+        self.lines.hold()
         try:
             model.fit(self.data.train, epochs=epochs, initial_epoch=initial_epoch,
                       validation_data=self.data.validation if validate else None,
                       callbacks=first + callbacks + [*checks, saver] + last,
                       verbose=self.verbose)
         finally:
-            self.in_fit = False
+            self.in_fit, self._saver = False, None
+            self.lines.release()
         losses = saver.history.get("loss", [])
         if losses and not math.isfinite(losses[-1]):
             self._diverged(index, model, callbacks, losses[-1])
@@ -153,6 +163,11 @@ class Trainer:
     # SaveProgress reports each epoch here.
     def add_epoch(self, seconds):
         self.log.add_epoch(self.data.steps_per_epoch, seconds)
+
+    def elapsed(self):
+        """Training seconds of the search so far, the running epoch's included."""
+        running = self._saver.running_seconds() if self._saver is not None else 0.0
+        return self.log.seconds + running
 
     def get_state(self):
         return self.log.get_state()

@@ -95,18 +95,18 @@ class Staged(Method):
         search.compile(pruned)
         search.info(plan=self.plan(masks.get_masks(pruned), target_sparsity,
                                    search.data.steps_per_epoch, self.output_layers(pruned)))
-        base = (search.epochs, search.steps, search.seconds)
+        base = (search.epochs, search.steps)
         spe = search.data.steps_per_epoch
 
         def record(model_, info):
             search.record_round(
                 model_, info["round"], base[0] + info["epochs"], base[1] + info["epochs"] * spe,
-                base[2] + info["seconds"], selection_fidelity=info["selection_fidelity"],
+                search.seconds, selection_fidelity=info["selection_fidelity"],
                 lambda_max_reached=info["lambda"])
 
         cbs = self.callbacks(pruned, target_sparsity, on_round_end=record,
                              checkpoint_dir=search.checkpoint_dir("rewind"), batch=search.batch,
-                             warn=search.warn)
+                             warn=search.warn, event=search.event)
         search.fit(pruned, self.epochs, callbacks=cbs)
         search.info(**next(cb for cb in cbs if isinstance(cb, StagedPruning)).summary())
         return pruned
@@ -122,11 +122,11 @@ class Staged(Method):
         return pruned
 
     def callbacks(self, model, target_sparsity, checkpoint_dir=None, on_round_end=None,
-                  batch=None, warn=None):
+                  batch=None, warn=None, event=None):
         """The callbacks of one UniLTH (or UniDLTH) fit of `self.epochs` epochs.
         `batch()` gives the (x, y) batch a gradient criterion is scored on;
         `warn(message, flag)` reports a forced trigger or a skipped fine-tune
-        (default: printed)."""
+        (default: printed); `event(name, value)` marks the trigger and rewind."""
         del model  # every callback finds the model through set_model
         rewind_epochs = self.patience if self.rewind_epochs is None else self.rewind_epochs
         rewind = Rewind(checkpoint_dir,
@@ -137,7 +137,7 @@ class Staged(Method):
         finetune = PlateauTrigger("val_loss", min_delta=self.min_delta,
                                   patience=self.finetune_patience, stop_on_fire=True)
         stages = StagedPruning(self, target_sparsity, trigger, rewind, growth, finetune,
-                               on_round_end=on_round_end, batch=batch, warn=warn)
+                               on_round_end=on_round_end, batch=batch, warn=warn, event=event)
         return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
@@ -155,7 +155,7 @@ class StagedPruning(keras.callbacks.Callback):
     """Runs stages 2 and 3 when the plateau trigger fires (see module doc)."""
 
     def __init__(self, method, target_sparsity, trigger, rewind, growth, finetune,
-                 on_round_end=None, batch=None, warn=None):
+                 on_round_end=None, batch=None, warn=None, event=None):
         super().__init__()
         if method.round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {method.round_epochs}.")
@@ -168,6 +168,7 @@ class StagedPruning(keras.callbacks.Callback):
         self.on_round_end = on_round_end or _print_round
         self.batch = batch
         self.warn = warn or (lambda message, flag: print(f"WARNING: {message}"))
+        self.event = event or (lambda name, value=1.0: None)
         self.target_sparsity = target_sparsity
         trigger.add_listener(self._stage2)
         finetune.add_listener(self._restore_best)
@@ -185,6 +186,8 @@ class StagedPruning(keras.callbacks.Callback):
         self.rewind_epoch = epoch - min(self.rewind_epochs, epoch)
         self.rewind.rewind_to_epoch(self.rewind_epoch)
         self.rewind_epoch += 1  # reported 1-based, like Keras' progress bar
+        self.event("trigger_epoch", epoch + 1)
+        self.event("rewound_to_epoch", self.rewind_epoch)
         steps_per_epoch = current_step(self.model) - self._epoch_start_step
         round_steps = m.round_epochs * steps_per_epoch
         self.growth.curve.steps = m.growth_steps or max(1, round_steps // 2)
@@ -270,6 +273,7 @@ class StagedPruning(keras.callbacks.Callback):
 
     def _restore_best(self, trigger, epoch, logs):
         self.rewind.rewind_to_epoch(trigger.best_epoch)
+        self.event("finetune_restored_epoch", trigger.best_epoch + 1)
 
     def summary(self):
         return {"trigger_epoch": None if self.trigger_epoch is None else self.trigger_epoch + 1,
