@@ -132,7 +132,7 @@ def test_global_and_erk_allocations():
     sizes = {k: int(np.prod(s)) for k, s in SHAPES.items()}
     assert sum(dens[k] * sizes[k] for k in dens) / sum(sizes.values()) == pytest.approx(0.2)
     assert dens["fc2/0"] < dens["fc1/0"] < dens["output/0"] <= 1.0
-    rates = allocation.get("erk").round_rates(alive, None, 0.2, 1, 2)
+    rates = allocation.get("erk").round_rates(alive, None, 0.2, 1 / 2)
     for k in SHAPES:  # halfway on each layer's geometric path
         assert 1 - rates[k] == pytest.approx(dens[k] ** 0.5)
     with pytest.raises(ValueError, match="no fixed-rate form"):

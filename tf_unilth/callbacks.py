@@ -251,12 +251,28 @@ class Rewind(keras.callbacks.Callback):
         self._restore(self._step_path)
         self.last_restored = ("step", self.save_step)
 
+    def keep(self, name):
+        """Checkpoints the current weights and optimizer state as `name` (kept
+        until the directory goes; `restore(name)` puts them back). Returns the
+        checkpoint's path."""
+        self._ensure_checkpoint()
+        return self._checkpoint.write(os.path.join(self.directory, name, "ckpt"))
+
+    def restore(self, name):
+        """Puts back the state kept as `name`, the current masks kept."""
+        self._ensure_checkpoint()
+        self._restore(os.path.join(self.directory, name, "ckpt"))
+        self.last_restored = ("kept", name)
+
     # -- internals ----------------------------------------------------------
     def _ensure_checkpoint(self):
         if self._checkpoint is not None:
             return
         if self.directory is None:
-            self.directory = tempfile.mkdtemp(prefix="tf_unilth_rewind_")
+            # The model.fit route without a directory: a temporary one, removed
+            # with this callback (or at exit).
+            self._temporary = tempfile.TemporaryDirectory(prefix="tf_unilth_rewind_")
+            self.directory = self._temporary.name
         wrapper_lib.link_optimizer(self.model)
         variables = {f"v{i}": v for i, v in enumerate(_rewindable_variables(self.model))}
         self._weights = tf.train.Checkpoint(**variables)

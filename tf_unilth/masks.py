@@ -198,13 +198,19 @@ def gradients(model, batch):
 def choose(model, selector, rates, batch=None):
     """The removal set (a Mask) that `selector` picks at `rates` (see
     `tf_unilth.sparsity.allocation`); `batch` feeds a gradient criterion."""
+    return choose_among(model, selector, rates, get_masks(model), batch)
+
+
+def choose_among(model, selector, rates, alive, batch=None):
+    """`choose` among the weights `alive` marks (a subset of the survivors:
+    e.g. those not yet set for removal)."""
     grads = None
     if selector.needs_gradients:
         if batch is None:
             raise ValueError(f"Criterion {selector.criterion.name!r} needs gradients: give a "
                              "batch (x, y) to score them on.")
         grads = gradients(model, batch)
-    return selector.removal(get_weights(model), get_masks(model), rates, grads)
+    return selector.removal(get_weights(model), alive, rates, grads)
 
 
 def _selector(method, seed=0, block_size=None, scores=None):

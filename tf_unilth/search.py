@@ -155,9 +155,9 @@ class Search:
         return next(iter(self.data.train))
 
     def checkpoint_dir(self, name):
-        """A directory for a method's own checkpoints that survives a restart.
-
-        None without a state_dir. Under multi-worker each worker has its own
+        """A directory for a method's own checkpoints that survives a restart
+        (without a state_dir, a temporary one removed with the search's
+        temporary state). Under multi-worker each worker has its own
         (a non-chief's is temporary, under `<state_dir>/workertemp_<id>`, and
         starts as a copy of the chief's), so a worker reads back only what it
         wrote itself in this attempt, or the chief's files after a restart.

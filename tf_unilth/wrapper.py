@@ -170,15 +170,20 @@ class _KeepRemovedAtZero:
     tf_keras optimizers apply it after every update, in the training step.
     Survivors are multiplied by exactly 1.0, so training is bitwise unchanged;
     it only matters when the optimizer's slots were never handed to the
-    wrapper (training driven by tfmot's own `UpdatePruningStep`)."""
+    wrapper (training driven by tfmot's own `UpdatePruningStep`). `shrink`, a
+    callable giving a factor (`learning_rates.DecoupledDecay.factor`), adds
+    decoupled weight decay on the surviving weights."""
 
     def __init__(self, mask, original=None):
-        self.mask, self.original = mask, original
+        self.mask, self.original, self.shrink = mask, original, None
 
     def __call__(self, weight):
         if self.original is not None:
             weight = self.original(weight)
-        return weight * tf.cast(self.mask, weight.dtype)
+        weight = weight * tf.cast(self.mask, weight.dtype)
+        if self.shrink is not None:
+            weight = weight * tf.cast(self.shrink(), weight.dtype)
+        return weight
 
 
 def _weight_attributes(layer, weights):
@@ -453,6 +458,17 @@ def link_optimizer(model, optimizer=None):
     for layer in wrappers(model):
         if isinstance(layer, MonotonePruneLowMagnitude):
             layer.link_optimizer(optimizer)
+
+
+def decay_weights(model, factor):
+    """Multiplies every prunable weight of our wrappers by `factor()` after each
+    optimizer update (decoupled weight decay; None turns it off). Set it before
+    the model's training step is traced."""
+    for layer in wrappers(model):
+        if isinstance(layer, MonotonePruneLowMagnitude):
+            for weight, _, _ in layer.pruning_vars:
+                if isinstance(weight.constraint, _KeepRemovedAtZero):
+                    weight.constraint.shrink = factor
 
 
 def pruning_state_variables(model):

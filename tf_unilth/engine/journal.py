@@ -81,9 +81,8 @@ class Journal:
         self.resumed = bool(self.progress["fits"] or self.progress["rounds"])
 
     def subdirectory(self, name):
-        """A directory that survives a restart (None when the state is temporary)."""
-        if self.temporary:
-            return None
+        """A directory of this state (it survives a restart unless the state is
+        temporary, and goes with a temporary state)."""
         path = os.path.join(self.directory, name)
         os.makedirs(path, exist_ok=True)
         return path

@@ -24,14 +24,17 @@ Use it from `find_ticket`, or in one `model.fit`:
 """
 
 import dataclasses
+import itertools
+import math
 import time
 
 from tf_unilth._compat import keras
-from tf_unilth import masks, regularizers, schedules, wrapper
+from tf_unilth import learning_rates, masks, regularizers, schedules, wrapper
 from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,
                                  UpdatePruningStep, current_step)
 from tf_unilth.methods.base import (Method, RandomTicket, Selecting, hparam,
                                     register_method)
+from tf_unilth.sparsity import Mask
 
 
 @dataclasses.dataclass
@@ -52,6 +55,22 @@ class Staged(Method):
     min_finetune_epochs: int = hparam(
         5, "Epochs kept for fine-tuning: when only the rounds and these are left, the "
         "plateau trigger is forced (and said so).")
+    round_plan: str = hparam(
+        "geometric", "geometric: R rounds of round_epochs on geometric densities; imp: the "
+        "same down to cut_below, then IMP-sized cuts (at most max_cut of the survivors) in "
+        "rounds of short_round_epochs.", choices=("geometric", "imp"))
+    cut_below: float = hparam(0.2, "imp plan: density below which rounds cut at most max_cut.")
+    max_cut: float = hparam(0.2, "imp plan: largest share of the survivors a round removes "
+                            "below cut_below (IMP: 0.2).")
+    short_round_epochs: int = hparam(1, "imp plan: epochs of each round below cut_below.")
+    lr_schedule: str = hparam(
+        "constant", "Learning rate in stages 2-3: constant, or a cosine / linear decay over "
+        "each round (back to the base rate at every round's start) and over the "
+        "fine-tuning budget. Stage 1 always trains at the constant rate.",
+        choices=("constant", "cosine", "linear"))
+    weight_decay: float = hparam(
+        0.0, "Decoupled weight decay (AdamW's) on the surviving weights, from stage 2 on: "
+        "each step multiplies them by 1 - lr * weight_decay.")
 
     needs_validation = True
 
@@ -72,18 +91,41 @@ class Staged(Method):
             raise ValueError(f"{self.name}: growth_steps must be >= 1, got {self.growth_steps} "
                              "(flag --growth_steps).")
         regularizers.PowerGrowth(self.lambda_max, 1, self.gamma)  # its own range checks
+        if not (0.0 < self.max_cut < 1.0 and 0.0 < self.cut_below < 1.0):
+            raise ValueError(f"{self.name}: max_cut and cut_below must be in (0, 1), got "
+                             f"{self.max_cut} and {self.cut_below} (flags --max_cut, "
+                             "--cut_below).")
+        if self.short_round_epochs < 1 or self.weight_decay < 0:
+            raise ValueError(f"{self.name}: short_round_epochs must be >= 1 and weight_decay "
+                             ">= 0 (flags --short_round_epochs, --weight_decay).")
+
+    def round_plan_of(self, target_sparsity):
+        """[(density after the round, its epochs)] of stage 2."""
+        final = 1.0 - target_sparsity
+        if self.round_plan == "geometric" or final >= self.cut_below:
+            return [(d, self.round_epochs)
+                    for d in schedules.geometric_densities(target_sparsity, self.rounds)]
+        above = [(d, self.round_epochs) for d in schedules.geometric_densities(
+            1.0 - self.cut_below, self.rounds)]
+        cuts = max(1, math.ceil(math.log(final / self.cut_below) / math.log(1.0 - self.max_cut)
+                                - 1e-9))
+        below = [(self.cut_below * (final / self.cut_below) ** (i / cuts),
+                  self.short_round_epochs) for i in range(1, cuts + 1)]
+        return above + below
 
     def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
         super().plan(mask, target_sparsity, steps_per_epoch, output_layers)
-        stage2 = self.rounds * self.round_epochs
+        rounds = self.round_plan_of(target_sparsity)
+        stage2 = sum(epochs for _, epochs in rounds)
         shortest = 1 + stage2 + self.min_finetune_epochs
         if self.epochs < shortest:
             raise ValueError(
                 f"{self.name}: a budget of {self.epochs} epochs cannot hold stage 1 (at least "
-                f"one epoch), {self.rounds} rounds of {self.round_epochs} epochs and "
+                f"one epoch), {len(rounds)} rounds ({stage2} epochs) and "
                 f"{self.min_finetune_epochs} fine-tuning epochs ({shortest} in all); raise "
                 "--epochs or lower --rounds, --round_epochs or --min_finetune_epochs.")
-        return {"epochs": self.epochs, "stage2_epochs": stage2,
+        return {"epochs": self.epochs, "rounds": len(rounds), "stage2_epochs": stage2,
+                "round_densities": [d for d, _ in rounds],
                 "min_finetune_epochs": self.min_finetune_epochs,
                 "latest_trigger_epoch": self.epochs - stage2 - self.min_finetune_epochs}
 
@@ -95,6 +137,12 @@ class Staged(Method):
         search.compile(pruned)
         search.info(plan=self.plan(masks.get_masks(pruned), target_sparsity,
                                    search.data.steps_per_epoch, self.output_layers(pruned)))
+        learning_rate = None
+        if self.lr_schedule != "constant" or self.weight_decay:
+            base = float(keras.backend.get_value(pruned.optimizer.learning_rate))
+            learning_rate = self.learning_rate(pruned, base)
+            search.compile(pruned, learning_rate=learning_rate)
+        self.stage_learning_rate = learning_rate  # for a method that trains on after
         base = (search.epochs, search.steps)
         spe = search.data.steps_per_epoch
 
@@ -106,27 +154,45 @@ class Staged(Method):
 
         cbs = self.callbacks(pruned, target_sparsity, on_round_end=record,
                              checkpoint_dir=search.checkpoint_dir("rewind"), batch=search.batch,
-                             warn=search.warn, event=search.event)
+                             warn=search.warn, event=search.event,
+                             learning_rate=learning_rate)
         search.fit(pruned, self.epochs, callbacks=cbs)
         search.info(**next(cb for cb in cbs if isinstance(cb, StagedPruning)).summary())
         return pruned
 
     # -- the model.fit route ------------------------------------------------
     def prepare(self, model, target_sparsity, strategy=None, exclude=()):
-        """Wraps `model` with R-event triggered schedules and growing regularizers."""
-        densities = schedules.geometric_densities(target_sparsity, self.rounds)
+        """Wraps `model` with triggered schedules (an event per round) and
+        growing regularizers."""
+        densities = [d for d, _ in self.round_plan_of(target_sparsity)]
+        if getattr(self, "remove_at_end", False):
+            densities = densities[-1:]  # one removal, after the last round
         with (strategy or model.distribute_strategy).scope():
             pruned = wrapper.prune(model, lambda layer: schedules.TriggeredSchedule.rounds(
                 densities, steps_per_round=1), exclude=exclude)
         regularizers.attach(pruned)
         return pruned
 
+    def learning_rate(self, model, base):
+        """The learning rate to compile `model` (prepared) with when stages 2-3
+        use `lr_schedule` or `weight_decay`: a `StageLearningRate` at `base`,
+        and the decoupled decay wired into the wrappers (rate 0 in stage 1)."""
+        layers = wrapper.wrappers(model)
+        with model.distribute_strategy.scope():
+            rate = learning_rates.StageLearningRate(base, layers[0].pruning_step)
+            decay = learning_rates.DecoupledDecay(rate) if self.weight_decay else None
+        rate.decay = decay  # the controller starts it with stage 2
+        wrapper.decay_weights(model, decay.factor if decay else None)
+        return rate
+
     def callbacks(self, model, target_sparsity, checkpoint_dir=None, on_round_end=None,
-                  batch=None, warn=None, event=None):
+                  batch=None, warn=None, event=None, learning_rate=None):
         """The callbacks of one UniLTH (or UniDLTH) fit of `self.epochs` epochs.
         `batch()` gives the (x, y) batch a gradient criterion is scored on;
         `warn(message, flag)` reports a forced trigger or a skipped fine-tune
-        (default: printed); `event(name, value)` marks the trigger and rewind."""
+        (default: printed); `event(name, value)` marks the trigger and rewind;
+        `learning_rate` is the model's `learning_rate(...)` schedule, when it
+        was compiled with one."""
         del model  # every callback finds the model through set_model
         rewind_epochs = self.patience if self.rewind_epochs is None else self.rewind_epochs
         rewind = Rewind(checkpoint_dir,
@@ -137,7 +203,8 @@ class Staged(Method):
         finetune = PlateauTrigger("val_loss", min_delta=self.min_delta,
                                   patience=self.finetune_patience, stop_on_fire=True)
         stages = StagedPruning(self, target_sparsity, trigger, rewind, growth, finetune,
-                               on_round_end=on_round_end, batch=batch, warn=warn, event=event)
+                               on_round_end=on_round_end, batch=batch, warn=warn, event=event,
+                               learning_rate=learning_rate)
         return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
@@ -149,18 +216,65 @@ class UniLTH(Selecting, Staged):
 @register_method("unidlth")
 class UniDLTH(RandomTicket, Staged):
     """UniDLTH: UniLTH's stages on a random ticket drawn once at initialization."""
+    remove_at_end: bool = hparam(
+        False, "DLTH's iterative variant: each round extrudes the next chunk of the ticket "
+        "(the penalty covers every chunk so far) and the removal happens once, after the "
+        "last round.")
+
+
+REWIND_POINT = "rewind_point"
+
+
+@register_method("unilth_retrain_k")
+class UniLTHRetrain(UniLTH):
+    """UniLTH, then its mask retrained LTH-style from the stage-1 rewind point
+    (weights and optimizer state at epoch k = the rewind epoch): a row of its
+    own, its cost counted in its budget."""
+    retrain_epochs: int = hparam(20, "Epochs of the final retraining from the rewind point.")
+
+    def check(self, target_sparsity):
+        super().check(target_sparsity)
+        if self.retrain_epochs < 1:
+            raise ValueError(f"{self.name}: retrain_epochs must be >= 1, got "
+                             f"{self.retrain_epochs} (flag --retrain_epochs).")
+
+    def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
+        plan = super().plan(mask, target_sparsity, steps_per_epoch, output_layers)
+        return {**plan, "epochs": plan["epochs"] + self.retrain_epochs,
+                "retrain_epochs": self.retrain_epochs}
+
+    def run(self, search, model, target_sparsity):
+        pruned = super().run(search, model, target_sparsity)
+        rewind = Rewind(search.checkpoint_dir("rewind"))
+        rewind.set_model(pruned)
+        rewind.restore(REWIND_POINT)  # theta_k and its optimizer state; the mask kept
+        if self.stage_learning_rate is not None:  # the retraining's own schedule
+            if self.lr_schedule == "constant":
+                self.stage_learning_rate.hold()
+            else:
+                self.stage_learning_rate.begin(
+                    current_step(pruned), self.retrain_epochs * search.data.steps_per_epoch,
+                    self.lr_schedule)
+        search.fit(pruned, self.retrain_epochs, callbacks=[UpdatePruningStep()])
+        search.record_round(pruned, len(search.rounds) + 1, retrained_from="rewind_point")
+        return pruned
 
 
 class StagedPruning(keras.callbacks.Callback):
     """Runs stages 2 and 3 when the plateau trigger fires (see module doc)."""
 
     def __init__(self, method, target_sparsity, trigger, rewind, growth, finetune,
-                 on_round_end=None, batch=None, warn=None, event=None):
+                 on_round_end=None, batch=None, warn=None, event=None, learning_rate=None):
         super().__init__()
         if method.round_epochs < 1:
             raise ValueError(f"round_epochs must be >= 1, got {method.round_epochs}.")
         self.method = method
-        self.densities = schedules.geometric_densities(target_sparsity, method.rounds)
+        plan = method.round_plan_of(target_sparsity)
+        self.densities = [d for d, _ in plan]
+        self.round_epochs = [e for _, e in plan]
+        self.geometric = method.round_plan == "geometric" or len(plan) == method.rounds
+        self.at_end = bool(getattr(method, "remove_at_end", False))
+        self.learning_rate = learning_rate
         self.selector = method.selector()
         self.trigger, self.rewind, self.growth, self.finetune = trigger, rewind, growth, finetune
         self.rewind_epochs = method.patience if method.rewind_epochs is None \
@@ -178,6 +292,7 @@ class StagedPruning(keras.callbacks.Callback):
         self.stage, self.round, self.log = 1, 0, []
         self.forced, self.trigger_epoch, self.rewind_epoch = False, None, None
         self._start_time, self._epochs_done = time.perf_counter(), 0
+        self._steps_per_epoch, self._extruded = None, None
 
     # -- stage 1 -> 2 -------------------------------------------------------
     def _stage2(self, trigger, epoch, logs):
@@ -185,37 +300,59 @@ class StagedPruning(keras.callbacks.Callback):
         self.trigger_epoch = epoch
         self.rewind_epoch = epoch - min(self.rewind_epochs, epoch)
         self.rewind.rewind_to_epoch(self.rewind_epoch)
+        self.rewind.keep(REWIND_POINT)  # theta at the rewind point (a retrain starts there)
         self.rewind_epoch += 1  # reported 1-based, like Keras' progress bar
         self.event("trigger_epoch", epoch + 1)
         self.event("rewound_to_epoch", self.rewind_epoch)
-        steps_per_epoch = current_step(self.model) - self._epoch_start_step
-        round_steps = m.round_epochs * steps_per_epoch
-        self.growth.curve.steps = m.growth_steps or max(1, round_steps // 2)
+        self._steps_per_epoch = current_step(self.model) - self._epoch_start_step
+        ends = list(itertools.accumulate(e * self._steps_per_epoch for e in self.round_epochs))
+        sparsities = [1.0 - d for d in self.densities]
+        if self.at_end:  # one removal, after the last round
+            ends, sparsities = ends[-1:], sparsities[-1:]
         step = current_step(self.model)
         for layer in wrapper.wrappers(self.model):
-            layer.pruning_schedule.set_plan(
-                [1.0 - d for d in self.densities],
-                [round_steps * (i + 1) for i in range(m.rounds)])
+            layer.pruning_schedule.set_plan(sparsities, ends)
             layer.pruning_schedule.start(step)
+        decay = getattr(self.learning_rate, "decay", None)
+        if decay is not None:
+            decay.set(m.weight_decay)  # regularization starts with stage 2
         self.stage, self.round = 2, 0
         self._begin_round()
 
     def _begin_round(self):
         self.round += 1
+        i = self.round - 1
         alive = masks.get_masks(self.model)
+        if self.at_end and self.round > 1:  # the weights still kept: the plan's survivors
+            alive = alive.remove(self._extruded)
+        progress = self.round / len(self.densities) if self.geometric else \
+            math.log(self.densities[i]) / math.log(self.densities[-1])
         rates = self.selector.allocation.round_rates(
-            alive, self.densities[self.round - 1], self.densities[-1], self.round,
-            self.method.rounds, self.method.output_layers(self.model))
+            alive, self.densities[i], self.densities[-1], progress,
+            self.method.output_layers(self.model))
         batch = self.batch() if self.batch and self.selector.needs_gradients else None
-        chosen = masks.choose(self.model, self.selector, rates, batch)
+        chosen = masks.choose_among(self.model, self.selector, rates, alive, batch) \
+            if self.at_end else masks.choose(self.model, self.selector, rates, batch)
+        if self.at_end:  # every chunk so far is extruded; removed at the end
+            self._extruded = chosen if self.round == 1 else Mask({
+                k: self._extruded[k] | chosen[k] for k in chosen})
+            chosen = self._extruded
         regularizers.set_selection(self.model, chosen)
-        for record in masks.pruned_weights(self.model):  # each layer's share
-            schedule = record.wrapper.pruning_schedule
-            left = float(alive[record.key].sum()) - float(chosen[record.key].sum())
-            schedule.set_sparsity(self.round - 1, 1.0 - left / chosen[record.key].size)
+        event = 0 if self.at_end else i
+        if not self.at_end or self.round == len(self.densities):
+            for record in masks.pruned_weights(self.model):  # each layer's share
+                schedule = record.wrapper.pruning_schedule
+                kept = masks.get_masks(self.model)[record.key]
+                left = float(kept.sum()) - float((chosen[record.key] & kept).sum())
+                schedule.set_sparsity(event, 1.0 - left / chosen[record.key].size)
         self._round_end = (self.trigger_epoch if self.round == 1 else self._round_end) \
-            + self.method.round_epochs
+            + self.round_epochs[i]
+        round_steps = self.round_epochs[i] * self._steps_per_epoch
+        self.growth.curve.steps = self.method.growth_steps or max(1, round_steps // 2)
         self.growth.restart()
+        if self.learning_rate is not None and self.method.lr_schedule != "constant":
+            self.learning_rate.begin(current_step(self.model), round_steps,
+                                     self.method.lr_schedule)
 
     # -- per epoch ----------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
@@ -225,13 +362,13 @@ class StagedPruning(keras.callbacks.Callback):
         m = self.method
         self._epochs_done += 1
         if self.stage == 1 and self.trigger.armed and \
-                m.epochs - (epoch + 1) <= m.rounds * m.round_epochs + m.min_finetune_epochs:
+                m.epochs - (epoch + 1) <= sum(self.round_epochs) + m.min_finetune_epochs:
             # No plateau yet, but only the rounds and the kept fine-tuning fit in the budget.
             self.forced = True
             self.warn(f"{m.name}: the plateau trigger did not fire in {epoch + 1} epochs; forced "
-                      f"so that the {m.rounds} rounds and {m.min_finetune_epochs} fine-tuning "
-                      "epochs fit in the budget (raise --epochs for a real plateau).",
-                      "trigger_forced")
+                      f"so that the {len(self.round_epochs)} rounds and "
+                      f"{m.min_finetune_epochs} fine-tuning epochs fit in the budget (raise "
+                      "--epochs for a real plateau).", "trigger_forced")
             self.trigger.fire(epoch, logs)
         elif self.stage == 2 and epoch == self._round_end:
             self._end_round(epoch, logs)
@@ -243,7 +380,7 @@ class StagedPruning(keras.callbacks.Callback):
                 "lambda": self.growth.current()}
         self.log.append(info)
         self.on_round_end(self.model, info)
-        if self.round < self.method.rounds:
+        if self.round < len(self.densities):
             self._begin_round()
             return
         # Stage 3: the mask is fixed; no more penalty; watch for a second plateau.
@@ -254,22 +391,30 @@ class StagedPruning(keras.callbacks.Callback):
         regularizers.set_selection(self.model, {})
         for layer in wrapper.wrappers(self.model):
             layer.pruning_schedule.freeze()
+        if self.learning_rate is not None and self.method.lr_schedule != "constant":
+            left = (self.method.epochs - (epoch + 1)) * self._steps_per_epoch
+            self.learning_rate.begin(current_step(self.model), left, self.method.lr_schedule)
         self.stage = 3
         self.finetune.rearm()
 
     _STATE = ("stage", "round", "log", "forced", "trigger_epoch", "rewind_epoch",
-              "_round_end", "_epochs_done")
+              "_round_end", "_epochs_done", "_steps_per_epoch")
 
     def get_state(self):
         """Python state for resuming a run (see tf_unilth.engine.journal)."""
         state = {name: getattr(self, name, None) for name in self._STATE}
         state["seconds"] = time.perf_counter() - self._start_time
+        if self._extruded is not None:
+            state["extruded"] = dict(self._extruded)
         return state
 
     def set_state(self, state):
         for name in self._STATE:
-            setattr(self, name, state[name])
+            setattr(self, name, state.get(name))
         self._start_time = time.perf_counter() - state["seconds"]
+        extruded = state.get("extruded")
+        self._extruded = None if extruded is None else Mask(extruded)
+
 
     def _restore_best(self, trigger, epoch, logs):
         self.rewind.rewind_to_epoch(trigger.best_epoch)

@@ -87,11 +87,11 @@ class Allocation:
         raise ValueError(f"The {self.name!r} allocation has no fixed-rate form; use "
                          "'uniform' or 'global' for a fixed pruning rate.")
 
-    def round_rates(self, alive, density, final_density, round_index, rounds,
-                    output_layers=()):
-        """Rates of round `round_index` (1-based) of `rounds` on a plan to
-        `final_density`, reaching `density` overall after it."""
-        del final_density, round_index, rounds
+    def round_rates(self, alive, density, final_density, progress, output_layers=()):
+        """Rates of a round on a plan to `final_density` that reaches `density`
+        overall after it; `progress` is the share of the plan done then (round
+        i of R geometric rounds: i / R; in general log d / log d_final)."""
+        del final_density, progress
         return self.rates(alive, density, output_layers)
 
     def check_reachable(self, alive, density):
@@ -257,9 +257,8 @@ class ERK(Allocation):
         return self.rates_to(alive, self.densities({k: a.shape for k, a in alive.items()},
                                                    density, self.floor))
 
-    def round_rates(self, alive, density, final_density, round_index, rounds,
-                    output_layers=()):
+    def round_rates(self, alive, density, final_density, progress, output_layers=()):
         # Each layer geometrically to its final ERK density.
         final = self.densities({k: a.shape for k, a in alive.items()}, final_density,
                                self.floor)
-        return self.rates_to(alive, {k: d ** (round_index / rounds) for k, d in final.items()})
+        return self.rates_to(alive, {k: d ** progress for k, d in final.items()})
