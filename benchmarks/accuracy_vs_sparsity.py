@@ -3,23 +3,28 @@
 Runs the grid (method x target sparsity x seed) of MNIST / LeNet-300-100
 tickets, one `examples/find_ticket.py` run (its own directory under
 --work_dir, resumable) per cell, then aggregates every finished run into
-benchmarks/results/accuracy_vs_sparsity.{json,csv,png} and
-accuracy_vs_steps.png. Finished runs are never run again; a killed grid
-started again continues (inside a run too: find_ticket.py resumes).
+benchmarks/results/accuracy_vs_sparsity.{json,csv,md,png},
+accuracy_vs_steps.png and pareto_3.5_2.png. Finished runs are never run
+again; a killed grid started again continues (inside a run too:
+find_ticket.py resumes).
 
     python benchmarks/accuracy_vs_sparsity.py --data_dir=$TFDS_DATA_DIR
     python benchmarks/accuracy_vs_sparsity.py --aggregate_only
 
 One protocol for all methods (PROTOCOL below, written into the JSON): Adam,
 learning rate 6e-4, batch 60, 5,000 validation examples held out; LTH trains
-`lth_epochs` per round, the dense baseline and the random control
-`dense_epochs` / `random_epochs`, UniLTH/UniDLTH within one `uni_epochs`
-budget, DLTH regularizes then fine-tunes within `dlth_epochs`.
+`lth_epochs_per_round` per round (its controls 1 and 2), the dense baseline
+and the random control `dense_epochs` / `random_epochs`, UniLTH/UniDLTH (and
+unilth_retrain_k) within one `uni_epochs` budget, DLTH regularizes then
+fine-tunes within `dlth_epochs` (its library defaults). `random_equal` is the
+random control trained for as many epochs as the UniDLTH run of its density
+and seed took (its results.json `total.epochs`): the same training steps.
 """
 
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,8 +45,10 @@ flags.DEFINE_string("work_dir", os.path.join(ROOT, "benchmarks", "runs"),
                     "One directory per run (checkpoints, ticket, results.json).")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "benchmarks", "results"),
                     "Where the aggregated JSON, CSV and plots go.")
-flags.DEFINE_list("methods", ["dense", "random", "lth", "lth_rewind", "dlth", "unilth",
-                              "unidlth"], "Methods of the grid.")
+flags.DEFINE_list("methods", ["dense", "random", "lth", "lth_rewind", "lth_e1", "lth_e2",
+                              "lth_rewind_e1", "lth_rewind_e2", "dlth", "unilth",
+                              "unilth_retrain_k", "unidlth", "random_equal"],
+                  "Methods of the grid (random_equal needs unidlth's runs).")
 flags.DEFINE_list("sparsities", ["0.8", "0.9", "0.965", "0.98"],
                   "Target sparsities (LTH instead runs its whole trajectory).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
@@ -51,65 +58,176 @@ flags.DEFINE_string("readme", os.path.join(ROOT, "benchmarks", "README.md"),
                     "Markdown file whose results section (between the markers) the "
                     "aggregation rewrites; empty: none.")
 flags.DEFINE_float("lth_final_sparsity", 0.985, "Where LTH's trajectory stops (1.5% density).")
+flags.DEFINE_multi_string("method_flag", [],
+                          "METHOD:--flag=value, repeatable: an extra find_ticket.py flag for "
+                          "every run of one grid method (e.g. unilth:--round_plan=imp; "
+                          "all:--train_limit=2000 for every run, e.g. a smoke test in a "
+                          "separate --work_dir). Given last, it wins over the grid's own "
+                          "flags. The flags each run had are in the JSON's run_flags.")
+
+# LTH's rows: (epochs per round, rewind step k). lth / lth_rewind are the
+# full-length LTH; the _e1 / _e2 rows are the short-round controls (IMP at a
+# few epochs a round), which give IMP's accuracy at UniLTH's cost.
+LTH_ROWS = {"lth": (10, 0), "lth_rewind": (10, 500), "lth_e1": (1, 0), "lth_e2": (2, 0),
+            "lth_rewind_e1": (1, 500), "lth_rewind_e2": (2, 500)}
 
 PROTOCOL = {
     "dataset": "mnist (55,000 train / 5,000 validation held out / 10,000 test)",
     "model": "lenet300_100",
     "optimizer": "adam", "learning_rate": 6e-4, "batch_size": 60,
-    "dense_epochs": 30, "random_epochs": 20, "lth_epochs": 10, "lth_prune_rate": 0.2,
-    "lth_rewind_step": 500, "uni_epochs": 60, "dlth_epochs": 30, "dlth_lambda_delta": 1e-3,
-    "model_selection": "validation only (dense/random: best val_accuracy epoch; "
-                       "UniLTH: best val_loss epoch of fine-tuning); test never used for "
-                       "choices",
+    "dense_epochs": 30, "random_epochs": 20,
+    "lth_epochs_per_round": 10, "lth_short_epochs_per_round": [1, 2], "lth_prune_rate": 0.2,
+    "lth_rewind_step": 500, "lth_final_density": 0.015,
+    "uni_epochs": 60, "dlth_epochs": 30,
+    "method_defaults": (
+        "every hyperparameter not named here is the library's default: UniLTH/UniDLTH "
+        "--epochs=60 is the whole budget (5 geometric rounds of 2 epochs, patience 3, "
+        "min_finetune_epochs 5); unilth_retrain_k adds its retrain_epochs (20) from the "
+        "stage-1 rewind point, counted in its steps; DLTH --epochs=30 is the whole budget "
+        "(10 regularization epochs, lambda growing linearly to 1 over the first half of them "
+        "(--growth=relative, --growth_fraction=0.5), then finetune_epochs=20); LTH "
+        "--epochs_per_round=E; the fast path (--steps_per_execution=auto --jit_compile=auto)"),
+    "random_equal": "the random control trained for the UniDLTH run's total.epochs at the "
+                    "same density and seed (the same number of training steps)",
+    "model_selection": "validation only (dense: its best val_accuracy epoch; random, LTH and "
+                       "DLTH: the last epoch of training; UniLTH/UniDLTH: the best val_loss "
+                       "epoch of fine-tuning; unilth_retrain_k: the last retraining epoch); "
+                       "test never used for choices",
+    "changes_from_previous_grid": [
+        "LTH: --epochs_per_round=10 (the previous grid's --epochs=10 meant the same, per "
+        "round); new controls at 1 and 2 epochs a round (k = 0 and k = 500)",
+        "DLTH: library defaults at --epochs=30, lambda growth relative to the 10 "
+        "regularization epochs (reaches 1 after 4,585 steps); the previous grid used the "
+        "absolute growth +1e-3 every 5 steps (reaching 1 after 5,000 steps), also 10 "
+        "regularization + 20 fine-tuning epochs",
+        "new rows: random_equal (random control at UniDLTH's steps) and unilth_retrain_k",
+        "the fast path (chunks of 100 steps, XLA) and the data order as a function of "
+        "(seed, epoch): numbers differ slightly from the previous grid at the same settings",
+        "the previous grid's protocol said the random control keeps its best val_accuracy "
+        "epoch; it keeps its last epoch (it did then too)"],
 }
 
 
-def run_specs(methods=None, sparsities=None, seeds=None):
-    """(name, flags) of every run of the grid (by default the flags' selection)."""
+def method_flags():
+    """{grid method (or "all"): [extra flags]} from --method_flag."""
+    extra = {}
+    for item in FLAGS.method_flag:
+        method, sep, flag = item.partition(":")
+        if not sep or not flag.startswith("--"):
+            raise app.UsageError(f"--method_flag={item}: expected METHOD:--flag=value.")
+        extra.setdefault(method, []).append(flag)
+    return extra
+
+
+# A flag whose value is read, when the run starts, from another run's results.json.
+EPOCHS_OF = re.compile(r"^--epochs=\{epochs_of:(?P<run>[^}]+)\}$")
+
+
+def run_specs(methods=None, sparsities=None, seeds=None, extra=None, data_dir=None,
+              lth_final_sparsity=None):
+    """(name, flags) of every run of the grid (by default the flags' selection).
+
+    random_equal's `--epochs={epochs_of:<unidlth run>}` is filled in when it
+    starts (`resolve`); those runs come last, after every UniDLTH run.
+    """
     methods = FLAGS.methods if methods is None else methods
     sparsities = FLAGS.sparsities if sparsities is None else sparsities
     seeds = FLAGS.seeds if seeds is None else seeds
+    extra = method_flags() if extra is None else extra
+    data_dir = FLAGS.data_dir if data_dir is None else data_dir
+    final = FLAGS.lth_final_sparsity if lth_final_sparsity is None else lth_final_sparsity
     p = PROTOCOL
-    common = [f"--data_dir={FLAGS.data_dir}", f"--learning_rate={p['learning_rate']}",
+    common = [f"--data_dir={data_dir}", f"--learning_rate={p['learning_rate']}",
               f"--batch_size={p['batch_size']}", f"--optimizer={p['optimizer']}",
               "--verbose=0"]
-    specs = []
+    specs, last = [], []
     # Per seed, LTH's long trajectories first, so they overlap the short runs.
-    order = sorted(methods, key=lambda m: not m.startswith("lth"))
+    order = sorted(methods, key=lambda m: (m not in ("lth", "lth_rewind"),
+                                           not m.startswith("lth")))
     for seed in seeds:
         s = [f"--seed={seed}"]
         for method in order:
+            more = extra.get(method, []) + extra.get("all", [])
             if method == "dense":
                 specs.append((f"dense_seed{seed}", ["--method=dense",
-                                                    f"--epochs={p['dense_epochs']}"] + s))
-            elif method in ("lth", "lth_rewind"):
-                k = 0 if method == "lth" else p["lth_rewind_step"]
+                                                    f"--epochs={p['dense_epochs']}"] + s + more))
+            elif method in LTH_ROWS:
+                per_round, k = LTH_ROWS[method]
                 specs.append((f"{method}_seed{seed}", [
-                    "--method=lth", f"--target_sparsity={FLAGS.lth_final_sparsity}",
-                    f"--epochs={p['lth_epochs']}", f"--prune_rate={p['lth_prune_rate']}",
-                    f"--rewind_step={k}"] + s))
+                    "--method=lth", f"--target_sparsity={final}",
+                    f"--epochs_per_round={per_round}", f"--prune_rate={p['lth_prune_rate']}",
+                    f"--rewind_step={k}"] + s + more))
             else:
                 for sparsity in sparsities:
-                    extra = {"random": [f"--epochs={p['random_epochs']}"],
-                             "dlth": [f"--epochs={p['dlth_epochs']}",
-                                      f"--lambda_delta={p['dlth_lambda_delta']}"],
-                             "unilth": [f"--epochs={p['uni_epochs']}"],
-                             "unidlth": [f"--epochs={p['uni_epochs']}"]}[method]
-                    specs.append((f"{method}_s{sparsity}_seed{seed}", [
-                        f"--method={method}", f"--target_sparsity={sparsity}"] + extra + s))
-    return [(name, common + f) for name, f in specs]
+                    name = f"{method}_s{sparsity}_seed{seed}"
+                    if method == "random_equal":
+                        last.append((name, [
+                            "--method=random", f"--target_sparsity={sparsity}",
+                            f"--epochs={{epochs_of:unidlth_s{sparsity}_seed{seed}}}"] + s + more))
+                        continue
+                    budget = {"random": p["random_epochs"], "dlth": p["dlth_epochs"],
+                              "unilth": p["uni_epochs"], "unilth_retrain_k": p["uni_epochs"],
+                              "unidlth": p["uni_epochs"]}[method]
+                    specs.append((name, [f"--method={method}", f"--target_sparsity={sparsity}",
+                                         f"--epochs={budget}"] + s + more))
+    return [(name, common + f) for name, f in specs + last]
 
 
-def run_one(name, run_flags):
+def depends_on(run_flags):
+    """The run whose results.json a spec's flags read, or None."""
+    for flag in run_flags:
+        m = EPOCHS_OF.match(flag)
+        if m:
+            return m.group("run")
+    return None
+
+
+def resolve(run_flags, work_dir):
+    """The flags with `--epochs={epochs_of:run}` replaced by that run's total
+    epochs; None when that run has no results.json."""
+    out = []
+    for flag in run_flags:
+        m = EPOCHS_OF.match(flag)
+        if m:
+            path = os.path.join(work_dir, m.group("run"), "results.json")
+            if not os.path.exists(path):
+                return None
+            with open(path) as f:
+                flag = f"--epochs={json.load(f)['total']['epochs']}"
+        out.append(flag)
+    return out
+
+
+def git_info():
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    changed = git("status", "--porcelain", "--", "tf_unilth", "examples")
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted_changes_in_library": changed.splitlines() if changed else []}
+
+
+def run_one(name, run_flags, wait_for=None):
     out = os.path.join(FLAGS.work_dir, name)
     if os.path.exists(os.path.join(out, "results.json")):
         return name, "done before", 0.0
+    if wait_for is not None:
+        wait_for.result()  # submitted earlier, so already running: no deadlock
+    resolved = resolve(run_flags, FLAGS.work_dir)
+    if resolved is None:
+        return name, f"skipped ({depends_on(run_flags)} has no results.json)", 0.0
     os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "launch.json"), "w") as f:
+        json.dump({"flags": resolved, "git": git_info(), "started_utc": time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.gmtime())}, f, indent=1)
     start = time.time()
     with open(os.path.join(out, "stdout.log"), "a") as log:
         code = subprocess.call(
             [sys.executable, os.path.join(ROOT, "examples", "find_ticket.py"),
-             f"--output_dir={out}"] + run_flags, stdout=log, stderr=subprocess.STDOUT,
+             f"--output_dir={out}"] + resolved, stdout=log, stderr=subprocess.STDOUT,
             # This checkout's library, whatever `pip install -e` points at now.
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                      PYTHONPATH=os.pathsep.join([ROOT] + [os.environ.get("PYTHONPATH", "")])))
@@ -120,23 +238,38 @@ def run_one(name, run_flags):
 # --------------------------------------------------------------------------
 # Aggregation
 
+RUN_NAME = re.compile(r"^(?P<method>.+?)(?:_s(?P<sparsity>[0-9.]+))?_seed(?P<seed>\d+)$")
+
+
+def parse_name(name):
+    """(method, target sparsity or None, seed) of a run directory's name."""
+    m = RUN_NAME.match(name)
+    if m is None:
+        raise ValueError(f"not a grid run name: {name}")
+    return (m.group("method"), None if m.group("sparsity") is None else
+            float(m.group("sparsity")), int(m.group("seed")))
+
+
 def load_runs():
     runs = {}
     for name in sorted(os.listdir(FLAGS.work_dir)) if os.path.isdir(FLAGS.work_dir) else []:
         path = os.path.join(FLAGS.work_dir, name, "results.json")
-        if os.path.exists(path):
+        if os.path.exists(path) and RUN_NAME.match(name):
             with open(path) as f:
                 runs[name] = json.load(f)
     return runs
+
+
+def is_lth(method):
+    return method in LTH_ROWS or method.startswith("lth")
 
 
 def points(runs):
     """One point per (method, seed, density): the ticket and what it cost."""
     out = []
     for name, r in runs.items():
-        method = name.split("_s")[0] if not name.startswith("lth") else name.rsplit("_seed", 1)[0]
-        seed = int(name.rsplit("seed", 1)[1])
-        if method.startswith("lth"):
+        method, _, seed = parse_name(name)
+        if is_lth(method):
             for rec in r["rounds"]:  # the whole trajectory, round by round
                 out.append(dict(method=method, seed=seed, density=1 - rec["sparsity"],
                                 test_accuracy=rec["test_accuracy"],
@@ -148,7 +281,8 @@ def points(runs):
                             test_accuracy=r["final"]["test_accuracy"],
                             val_accuracy=r["final"]["val_accuracy"],
                             train_steps=r["total"]["train_steps"],
-                            wall_seconds=r["total"]["wall_seconds"], round=None))
+                            wall_seconds=r["total"]["wall_seconds"], round=None,
+                            epochs=r["total"].get("epochs")))
     return out
 
 
@@ -161,11 +295,16 @@ def summarize(pts):
     rows = []
     for (method, density), ps in sorted(groups.items()):
         acc = np.array([p["test_accuracy"] for p in ps])
+        val = np.array([p["val_accuracy"] for p in ps])
         steps = np.array([p["train_steps"] for p in ps])
         secs = np.array([p["wall_seconds"] for p in ps])
+        # density: the group's key (rounded to 0.01%); density_exact: the mean of
+        # the runs' densities (interpolations use it).
         rows.append(dict(method=method, density=density, seeds=len(ps),
                          test_accuracy_mean=float(acc.mean()), test_accuracy_std=float(acc.std()),
-                         train_steps_mean=float(steps.mean()), wall_seconds_mean=float(secs.mean())))
+                         train_steps_mean=float(steps.mean()), wall_seconds_mean=float(secs.mean()),
+                         val_accuracy_mean=float(val.mean()), val_accuracy_std=float(val.std()),
+                         density_exact=float(np.mean([p["density"] for p in ps]))))
     return rows
 
 
@@ -184,6 +323,113 @@ def matching(rows):
                 "train_steps_mean": r["train_steps_mean"]} for m, r in best.items()}, bar
 
 
+# --------------------------------------------------------------------------
+# Values at a density: LTH interpolated between its rounds, the others as run
+
+def interpolate_log_density(trajectory, density, keys):
+    """{key: value} at `density` along `trajectory` ([(density, {key: value})]),
+    linear in log(density) between the two rounds around it; None outside."""
+    traj = sorted(trajectory, key=lambda t: -t[0])
+    for (d0, v0), (d1, v1) in zip(traj, traj[1:]):
+        if d1 <= density <= d0:
+            if d0 == d1:
+                return {k: v1[k] for k in keys}
+            w = (np.log(d0) - np.log(density)) / (np.log(d0) - np.log(d1))
+            return {k: float(v0[k] + w * (v1[k] - v0[k])) for k in keys}
+    if len(traj) == 1 and abs(traj[0][0] - density) < 5e-5:
+        return {k: traj[0][1][k] for k in keys}
+    return None
+
+
+ROW_KEYS = ("test_accuracy_mean", "train_steps_mean", "val_accuracy_mean")
+
+
+def _exact(row):
+    return row.get("density_exact", row["density"])
+
+
+def row_at(rows, method, density):
+    """Mean test/val accuracy and steps of `method` at `density`: LTH's rows
+    interpolated in log density between their rounds, the others' row at that
+    density (within 0.05% of it). None when there is none."""
+    if is_lth(method):
+        traj = [(_exact(r), r) for r in rows if r["method"] == method]
+        v = interpolate_log_density(traj, density, [k for k in ROW_KEYS
+                                                    if all(k in r for _, r in traj)])
+        if v is None:
+            return None
+        seeds = min(r["seeds"] for _, r in traj)
+        return dict(v, method=method, density=density, seeds=seeds, interpolated=True)
+    r = next((r for r in rows if r["method"] == method and abs(r["density"] - density) < 5e-4),
+             None)
+    return None if r is None else dict(r, interpolated=False)
+
+
+def seeds_at(pts, method, density):
+    """Per-seed {seed, test_accuracy, val_accuracy, train_steps} of `method` at
+    `density` (LTH: interpolated in log density along each seed's rounds)."""
+    keys = ("test_accuracy", "val_accuracy", "train_steps")
+    out = []
+    for seed in sorted({p["seed"] for p in pts if p["method"] == method}):
+        ps = [p for p in pts if p["method"] == method and p["seed"] == seed]
+        if is_lth(method):
+            v = interpolate_log_density([(p["density"], p) for p in ps], density, keys)
+        else:
+            v = next(({k: p[k] for k in keys} for p in ps
+                      if abs(p["density"] - density) < 5e-4), None)
+        if v is not None:
+            out.append(dict(v, seed=seed))
+    return out
+
+
+def lth_steps_to(rows, density, method="lth"):
+    """Training steps LTH spends to reach `density` (mean over seeds).
+
+    LTH's rounds land on its own densities (0.8^i, output layer at half rate),
+    not on the grid's, so the cumulative steps are interpolated linearly in
+    log(density) between the two rounds around `density`. None outside the
+    trajectory.
+    """
+    traj = [(_exact(r), r) for r in rows if r["method"] == method]
+    v = interpolate_log_density(traj, density, ["train_steps_mean"])
+    return None if v is None else v["train_steps_mean"]
+
+
+# IMP at a given number of steps: the k = 0 LTH rows (1, 2 and 10 epochs a round).
+IMP_FAMILY = ("lth_e1", "lth_e2", "lth")
+IMP_REWIND_FAMILY = ("lth_rewind_e1", "lth_rewind_e2", "lth_rewind")
+
+
+def imp_at_steps(rows, density, steps, family=IMP_FAMILY):
+    """IMP's mean test accuracy at `density` for a budget of `steps` training steps.
+
+    Each row of `family` (IMP at E epochs a round) reaches `density` after
+    S_E steps with mean test accuracy A_E (both interpolated linearly in log
+    density between its rounds). Along the points (S_E, A_E), sorted by
+    steps, A is interpolated linearly in log(steps) at `steps`. Below the
+    cheapest row's S_E (above the dearest's) the accuracy is that row's and
+    `clamped` says so (below: a cheaper IMP would be no better, so this
+    favours IMP). None unless both short-round rows (the first two of the
+    family) reach `density`."""
+    found = {m: row_at(rows, m, density) for m in family}
+    if any(found[m] is None for m in family[:2]) or not steps:
+        return None
+    pts = sorted((v["train_steps_mean"], v["test_accuracy_mean"], m)
+                 for m, v in found.items() if v is not None)
+    out = {"steps": steps, "points": [{"method": m, "train_steps_mean": s,
+                                       "test_accuracy_mean": a} for s, a, m in pts]}
+    if steps <= pts[0][0]:
+        return dict(out, test_accuracy=pts[0][1], between=[pts[0][2]], clamped="below")
+    if steps >= pts[-1][0]:
+        return dict(out, test_accuracy=pts[-1][1], between=[pts[-1][2]], clamped="above")
+    for (s0, a0, m0), (s1, a1, m1) in zip(pts, pts[1:]):
+        if s0 <= steps <= s1:
+            w = (np.log(steps) - np.log(s0)) / (np.log(s1) - np.log(s0))
+            return dict(out, test_accuracy=float(a0 + w * (a1 - a0)), between=[m0, m1],
+                        clamped=None)
+    return None  # unreachable
+
+
 def plot(rows, path_acc, path_cost):
     methods = sorted({r["method"] for r in rows} - {"dense"})
     dense = [r for r in rows if r["method"] == "dense"]
@@ -196,7 +442,7 @@ def plot(rows, path_acc, path_cost):
         x = [100 * r["density"] for r in rs]
         y = np.array([100 * r["test_accuracy_mean"] for r in rs])
         e = np.array([100 * r["test_accuracy_std"] for r in rs])
-        ax.plot(x, y, "o-", label=method, markersize=4)
+        ax.plot(x, y, "o" + _line(method), label=method, markersize=4)
         ax.fill_between(x, y - e, y + e, alpha=0.15)
     ax.set_xscale("log")
     ax.invert_xaxis()
@@ -204,34 +450,87 @@ def plot(rows, path_acc, path_cost):
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title("MNIST / LeNet-300-100 tickets", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     lo = min([100 * r["test_accuracy_mean"] for r in rows] + [97.0])
     ax.set_ylim(max(lo - 0.5, 90), 99)
     fig.tight_layout()
     fig.savefig(path_acc, dpi=130)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for method in methods:
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: -r["density"])
         ax.plot([r["train_steps_mean"] for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
-                "o-", label=method, markersize=4)
+                "o" + _line(method), label=method, markersize=3 if is_lth(method) else 4)
         # LTH has ~20 rounds: label every third so the labels stay readable.
-        for r in (rs[::3] + rs[-1:] if method.startswith("lth") else rs):
+        for r in (rs[::3] + rs[-1:] if is_lth(method) else rs):
             ax.annotate(f"{100 * r['density']:.1f}%", (r["train_steps_mean"],
                                                       100 * r["test_accuracy_mean"]),
-                        fontsize=6, xytext=(2, 2), textcoords="offset points")
+                        fontsize=5, xytext=(2, 2), textcoords="offset points")
     if dense:
         ax.plot([dense[0]["train_steps_mean"]], [100 * dense[0]["test_accuracy_mean"]], "k*",
                 markersize=9, label="dense")
     ax.set_xscale("log")
     ax.set_xlabel("training steps from the random init to the ticket (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Cost of each ticket (labels: density)", fontsize=10)
+    ax.set_title("Cost of each ticket (labels: density; dashed: controls)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    lo = min([100 * r["test_accuracy_mean"] for r in rows] + [97.0])
+    ax.set_ylim(max(lo - 0.5, 90), 99)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path_cost, dpi=130)
+    plt.close(fig)
+
+
+CONTROLS = ("random", "random_equal", "lth_e1", "lth_e2", "lth_rewind_e1", "lth_rewind_e2")
+
+
+def _line(method):
+    return "--" if method in CONTROLS else "-"
+
+
+PARETO_DENSITIES = (0.035, 0.02)
+
+
+def plot_pareto(pts, rows, path, densities=PARETO_DENSITIES):
+    """Test accuracy against training steps at each density, one panel each:
+    every method and control at its mean ± std over seeds; LTH's rows
+    interpolated in log density between their rounds (per seed), IMP's
+    (k = 0 and k = 500) joined from 1 to 2 to 10 epochs a round."""
+    fig, axes = plt.subplots(1, len(densities), figsize=(6 * len(densities), 4.8))
+    axes = np.atleast_1d(axes)
+    methods = sorted({p["method"] for p in pts} - {"dense"})
+    dense = nearest(rows, "dense", 1.0)
+    for ax, d in zip(axes, densities):
+        if dense:
+            ax.axhline(100 * dense["test_accuracy_mean"], color="gray", lw=1, ls=":",
+                       label=f"dense {100 * dense['test_accuracy_mean']:.2f}%")
+        for family, color in ((IMP_FAMILY, "C0"), (IMP_REWIND_FAMILY, "C1")):
+            line = [row_at(rows, m, d) for m in family]
+            line = sorted((v["train_steps_mean"], 100 * v["test_accuracy_mean"])
+                          for v in line if v is not None)
+            if len(line) > 1:
+                ax.plot(*zip(*line), "-", color=color, alpha=0.4, lw=1,
+                        label=f"IMP k = {LTH_ROWS[family[-1]][1]}: 1, 2, 10 epochs/round")
+        for i, method in enumerate(methods):
+            vs = seeds_at(pts, method, d)
+            if not vs:
+                continue
+            x = np.mean([v["train_steps"] for v in vs])
+            y = np.array([100 * v["test_accuracy"] for v in vs])
+            marker = "s" if is_lth(method) else ("^" if method in CONTROLS else "o")
+            ax.errorbar([x], [y.mean()], yerr=[y.std()], fmt=marker, color=f"C{i % 10}",
+                        capsize=3, markersize=6, label=f"{method} ({len(vs)})")
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps from the random init (log scale)")
+        ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+        ax.set_title(f"{100 * d:g}% density (LTH rows: interpolated in log density "
+                     "between rounds)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
@@ -240,26 +539,10 @@ def plot(rows, path_acc, path_cost):
 
 # Published anchors (Frankle et al. 2020, LeNet-300-100 on MNIST).
 ANCHORS = {"dense_test_accuracy": 0.983, "imp_matching_density": 0.035}
-GRID_METHODS = ("random", "dlth", "unilth", "unidlth")
-
-
-def lth_steps_to(rows, density, method="lth"):
-    """Training steps LTH spends to reach `density` (mean over seeds).
-
-    LTH's rounds land on its own densities (0.8^i, output layer at half rate),
-    not on the grid's, so the cumulative steps are interpolated linearly in
-    log(density) between the two rounds around `density`. None outside the
-    trajectory.
-    """
-    traj = sorted(((r["density"], r["train_steps_mean"]) for r in rows
-                   if r["method"] == method), reverse=True)
-    for (d0, s0), (d1, s1) in zip(traj, traj[1:]):
-        if d1 <= density <= d0:
-            if d0 == d1:
-                return s1
-            w = (np.log(d0) - np.log(density)) / (np.log(d0) - np.log(d1))
-            return float(s0 + w * (s1 - s0))
-    return None
+GRID_METHODS = ("random", "random_equal", "dlth", "unilth", "unilth_retrain_k", "unidlth")
+TABLE_METHODS = ("random", "random_equal", "lth", "lth_rewind", "lth_e1", "lth_e2",
+                 "lth_rewind_e1", "lth_rewind_e2", "dlth", "unilth", "unilth_retrain_k",
+                 "unidlth")
 
 
 def nearest(rows, method, density):
@@ -281,13 +564,96 @@ def cost_ratios(rows):
     return out
 
 
+# The issue "UniLTH and UniDLTH must earn their place".
+ISSUE = {"densities": (0.035, 0.02), "within_lth_points": 0.0010, "above_imp_points": 0.0020,
+         "max_steps_ratio": 0.30, "above_random_equal_points": 0.0030}
+
+
+def unilth_target(rows, method="unilth"):
+    """Target 1 for `method` (unilth; unilth_retrain_k for information): at 3.5%
+    within 0.10 points of LTH (k = 0, 10-epoch rounds, interpolated in log
+    density), >= 0.20 points above IMP at the same steps (`imp_at_steps`) at
+    3.5% and 2%, and <= 0.30x LTH's steps at both. `met` None until every
+    number is there."""
+    by = {}
+    for d in ISSUE["densities"]:
+        u, lth = row_at(rows, method, d), row_at(rows, "lth", d)
+        imp = imp_at_steps(rows, d, u and u["train_steps_mean"])
+        imp_k = imp_at_steps(rows, d, u and u["train_steps_mean"], IMP_REWIND_FAMILY)
+        by[d] = {
+            method: u and u["test_accuracy_mean"], "steps": u and u["train_steps_mean"],
+            "seeds": u and u["seeds"], "lth": lth and lth["test_accuracy_mean"],
+            "lth_steps": lth and lth["train_steps_mean"],
+            "steps_ratio": u["train_steps_mean"] / lth["train_steps_mean"] if u and lth else None,
+            "minus_lth": u["test_accuracy_mean"] - lth["test_accuracy_mean"] if u and lth
+            else None,
+            "imp_at_steps": imp, "minus_imp": u["test_accuracy_mean"] - imp["test_accuracy"]
+            if imp else None,
+            "imp_rewind_at_steps": imp_k, "minus_imp_rewind":
+            u["test_accuracy_mean"] - imp_k["test_accuracy"] if imp_k else None}
+    first = by[ISSUE["densities"][0]]
+
+    def decide(values, test):
+        return None if any(v is None for v in values) else all(test(v) for v in values)
+
+    parts = {
+        "within_0.10_of_lth_at_3.5pct": decide(
+            [first["minus_lth"]], lambda v: v >= -ISSUE["within_lth_points"] - 1e-12),
+        "0.20_above_imp_at_same_steps": decide(
+            [b["minus_imp"] for b in by.values()],
+            lambda v: v >= ISSUE["above_imp_points"] - 1e-12),
+        "steps_within_0.30x_lth": decide(
+            [b["steps_ratio"] for b in by.values()],
+            lambda v: v <= ISSUE["max_steps_ratio"] + 1e-12)}
+    met = None if any(v is None for v in parts.values()) else all(parts.values())
+    return {"met": met, "parts": parts, "by_density": by}
+
+
+def unidlth_target(rows):
+    """Target 2: UniDLTH at or above DLTH at every density it ran at, and >=
+    0.30 points above random_equal (the random control at UniDLTH's steps) at
+    3.5% and 2%."""
+    densities = sorted({r["density"] for r in rows if r["method"] == "unidlth"}, reverse=True)
+    vs_dlth = []
+    for d in densities:
+        u, dl = row_at(rows, "unidlth", d), row_at(rows, "dlth", d)
+        vs_dlth.append(dict(density=d, unidlth=u["test_accuracy_mean"],
+                            dlth=dl and dl["test_accuracy_mean"],
+                            minus_dlth=dl and u["test_accuracy_mean"] - dl["test_accuracy_mean"]))
+    vs_random = {}
+    for d in ISSUE["densities"]:
+        u, rnd = row_at(rows, "unidlth", d), row_at(rows, "random_equal", d)
+        vs_random[d] = dict(unidlth=u and u["test_accuracy_mean"],
+                            random_equal=rnd and rnd["test_accuracy_mean"],
+                            unidlth_steps=u and u["train_steps_mean"],
+                            random_equal_steps=rnd and rnd["train_steps_mean"],
+                            minus_random_equal=u["test_accuracy_mean"] - rnd["test_accuracy_mean"]
+                            if u and rnd else None)
+    parts = {
+        "at_or_above_dlth_everywhere": None if not vs_dlth or any(
+            c["dlth"] is None for c in vs_dlth) else all(c["minus_dlth"] >= 0 for c in vs_dlth),
+        "0.30_above_random_equal": None if any(
+            c["minus_random_equal"] is None for c in vs_random.values()) else all(
+            c["minus_random_equal"] >= ISSUE["above_random_equal_points"] - 1e-12
+            for c in vs_random.values())}
+    met = None if any(v is None for v in parts.values()) else all(parts.values())
+    return {"met": met, "parts": parts, "vs_dlth": vs_dlth, "vs_random_equal": vs_random}
+
+
 def targets(rows, match, dense_acc, ratios):
-    """The issue's targets, each with the numbers that decide it (None: no data yet)."""
+    """The issues' targets, each with the numbers that decide it (None: no data yet).
+
+    The issue "UniLTH and UniDLTH must earn their place": `unilth_earns_its_place`
+    (and the same test of unilth_retrain_k, for information) and
+    `unidlth_earns_its_place`. The earlier issue's targets are kept as they were.
+    """
     def row(method, density):
         return next((r for r in rows if r["method"] == method
                      and abs(r["density"] - density) < 5e-4), None)
 
-    out = {}
+    out = {"unilth_earns_its_place": unilth_target(rows),
+           "unilth_retrain_k_same_test": unilth_target(rows, "unilth_retrain_k"),
+           "unidlth_earns_its_place": unidlth_target(rows)}
     uni = [r for r in rows if r["method"] == "unilth" and r["density"] <= 0.0205
            and dense_acc is not None and r["test_accuracy_mean"] >= dense_acc]
     ratio = {(c["method"], c["density"]): c["ratio"] for c in ratios}
@@ -335,7 +701,88 @@ def pct(x, std=None, n=None):
     return s + (f" ({n} seed{'s' if n > 1 else ''})" if n is not None and n != 3 else "")
 
 
-def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
+def points_diff(x):
+    return "–" if x is None else f"{100 * x:+.2f}"
+
+
+def _steps(x):
+    return "–" if x is None else f"{x:,.0f}"
+
+
+VERDICT = {True: "**met**", False: "**not met**", None: "not decided yet (runs missing)"}
+
+
+def at_densities_table(pts, densities=PARETO_DENSITIES):
+    """Every method at the targets' densities (the numbers of pareto_3.5_2.png)."""
+    lines = ["| method | " + " | ".join(f"{100 * d:g}%: test acc | steps" for d in densities)
+             + " |", "|---|" + "---:|---:|" * len(densities)]
+    for method in ("dense",) + TABLE_METHODS:
+        if method == "dense":
+            continue
+        cells = []
+        for d in densities:
+            vs = seeds_at(pts, method, d)
+            if not vs:
+                cells += ["–", "–"]
+                continue
+            acc = np.array([v["test_accuracy"] for v in vs])
+            cells += [pct(float(acc.mean()), float(acc.std()), len(vs)),
+                      _steps(float(np.mean([v["train_steps"] for v in vs])))]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def issue_lines(tg):
+    """The issue's targets as README bullets, every number from `tg`."""
+    lines = []
+    for key, label in (("unilth_earns_its_place", "unilth"),
+                       ("unilth_retrain_k_same_test", "unilth_retrain_k")):
+        t = tg[key]
+        by = t["by_density"]
+        head = ("- (1) UniLTH" if label == "unilth" else
+                "- The same test for unilth_retrain_k (information, not a target)")
+        parts = []
+        for d, b in by.items():
+            imp, imp_k = b["imp_at_steps"], b["imp_rewind_at_steps"]
+            if imp is None:
+                how = "–"
+            elif imp["clamped"] is None:
+                how = f"between {' and '.join(imp['between'])}"
+            else:
+                end = imp["points"][0 if imp["clamped"] == "below" else -1]
+                how = (f"{imp['between'][0]}'s value: {label}'s steps are {imp['clamped']} its "
+                       f"{_steps(end['train_steps_mean'])}")
+            ratio = "–" if b["steps_ratio"] is None else f"{b['steps_ratio']:.2f}x"
+            parts.append(
+                f"{100 * d:g}%: {pct(b[label])} at {_steps(b['steps'])} steps ({ratio} LTH's "
+                f"{_steps(b['lth_steps'])}); LTH {pct(b['lth'])} ({points_diff(b['minus_lth'])} "
+                f"points); IMP at the same steps {pct(imp and imp['test_accuracy'])} ({how}; "
+                f"{points_diff(b['minus_imp'])} points; with k = 500: "
+                f"{pct(imp_k and imp_k['test_accuracy'])}, {points_diff(b['minus_imp_rewind'])})")
+        p = t["parts"]
+        lines.append(
+            f"{head}: {VERDICT[t['met']]}. Within 0.10 points of LTH at 3.5%: "
+            f"{VERDICT[p['within_0.10_of_lth_at_3.5pct']]}; >= 0.20 points above IMP at the "
+            f"same steps at 3.5% and 2%: {VERDICT[p['0.20_above_imp_at_same_steps']]}; <= "
+            f"0.30x LTH's steps at both: {VERDICT[p['steps_within_0.30x_lth']]}. "
+            + "; ".join(parts) + ".")
+    u = tg["unidlth_earns_its_place"]
+    p = u["parts"]
+    lines.append(
+        f"- (2) UniDLTH: {VERDICT[u['met']]}. At or above DLTH at every density: "
+        f"{VERDICT[p['at_or_above_dlth_everywhere']]} ("
+        + "; ".join(f"{100 * c['density']:g}%: {pct(c['unidlth'])} vs {pct(c['dlth'])}, "
+                    f"{points_diff(c['minus_dlth'])}" for c in u["vs_dlth"])
+        + f"); >= 0.30 points above the random control at the same steps (random_equal) at "
+          f"3.5% and 2%: {VERDICT[p['0.30_above_random_equal']]} ("
+        + "; ".join(f"{100 * d:g}%: {pct(c['unidlth'])} vs {pct(c['random_equal'])}, "
+                    f"{points_diff(c['minus_random_equal'])}"
+                    for d, c in u["vs_random_equal"].items()) + ").")
+    return lines
+
+
+def markdown(rows, match, dense_acc, ratios, tg, runs, missing=(), pts=None):
     """The README section: every number below comes from the aggregated rows."""
     grid = [0.2, 0.1, 0.035, 0.02]
     dense = nearest(rows, "dense", 1.0)
@@ -348,7 +795,11 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
                 if dense else "–") + ".", "",
              "| method | " + " | ".join(f"{100 * d:g}% density" for d in grid) + " |",
              "|---|" + "---:|" * len(grid)]
-    for method in ("random", "lth", "lth_rewind", "dlth", "unilth", "unidlth"):
+    present = {r["method"] for r in rows}
+    for method in TABLE_METHODS:
+        if method not in present and method not in ("random", "lth", "lth_rewind", "dlth",
+                                                    "unilth", "unidlth"):
+            continue  # the new controls only once they have runs
         cells = []
         for d in grid:
             r = nearest(rows, method, d)
@@ -356,7 +807,7 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
                 cells.append("–")
             else:
                 c = pct(r["test_accuracy_mean"], r["test_accuracy_std"], r["seeds"])
-                if method.startswith("lth"):
+                if is_lth(method):
                     c += f" [{100 * r['density']:.2f}%]"
                 cells.append(c)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -373,10 +824,35 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
                     if r else "–" for r in (k0, k500)]
             steps = (k0 or k500)["train_steps_mean"]
             lines.append(f"| {100 * d:.2f}% | {cell[0]} | {cell[1]} | {steps:,.0f} |")
+    short = [m for m in ("lth_e1", "lth_e2", "lth_rewind_e1", "lth_rewind_e2") if m in present]
+    if short:
+        traj = sorted({r["density"] for r in rows if r["method"] in short}, reverse=True)
+        lines += ["", "IMP's short-round controls (test accuracy %; the steps of the 1- and "
+                  "2-epoch rounds):", "",
+                  "| density | " + " | ".join(short) + " | steps (1 epoch a round) | "
+                  "steps (2 epochs) |", "|---:|" + "---:|" * (len(short) + 2)]
+        for d in traj:
+            rs = {m: next((r for r in rows if r["method"] == m and r["density"] == d), None)
+                  for m in short}
+            cells = [pct(r["test_accuracy_mean"], r["test_accuracy_std"], r["seeds"])
+                     if r else "–" for r in rs.values()]
+            steps = [next((r["train_steps_mean"] for r in rows if r["density"] == d
+                           and r["method"] in ms), None)
+                     for ms in (("lth_e1", "lth_rewind_e1"), ("lth_e2", "lth_rewind_e2"))]
+            lines.append(f"| {100 * d:.2f}% | " + " | ".join(cells) + " | "
+                         + " | ".join(_steps(s) for s in steps) + " |")
+    if pts is not None:
+        lines += ["", "At the targets' densities (`pareto_3.5_2.png`): LTH's rows interpolated "
+                  "linearly in log density between their two rounds around the density, per "
+                  "seed; the others as run. Test accuracy (%) and mean training steps:", ""]
+        lines += at_densities_table(pts)
     lines += ["", "Sparsest density whose mean test accuracy matches the mean dense "
               f"accuracy ({pct(dense_acc)}%):", "",
               "| method | density | test accuracy | training steps |", "|---|---:|---:|---:|"]
-    for m in ("random", "lth", "lth_rewind", "dlth", "unilth", "unidlth"):
+    for m in TABLE_METHODS:
+        if m not in present and m not in ("random", "lth", "lth_rewind", "dlth", "unilth",
+                                          "unidlth"):
+            continue
         r = match.get(m)
         none = "none in the grid" if dense_acc is not None else "no dense runs yet"
         lines.append(f"| {m} | " + (f"{none} | – | –" if r is None else
@@ -384,36 +860,54 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=()):
                                     f" | {r['train_steps_mean']:,.0f}") + " |")
     lines += ["", "Cost: training steps from the random init to the ticket, against the "
               "steps LTH (k = 0) spends to reach the same density (interpolated in "
-              "log density between its rounds). Wall times are in the JSON and CSV "
-              "(`wall_seconds_mean`), but the runs shared the 2 cores with one to three "
-              "others, so steps are the measure of cost here:", "",
+              "log density between its rounds; the LTH controls' steps likewise). Wall "
+              "times are in the JSON and CSV (`wall_seconds_mean`), but the runs shared the "
+              "2 cores with one to three others, so steps are the measure of cost here:", "",
               "| method | " + " | ".join(f"{100 * d:g}%" for d in grid) + " |",
               "|---|" + "---:|" * len(grid)]
     by = {(c["method"], c["density"]): c for c in ratios}
-    lth_row = [("–" if steps is None else f"{steps:,.0f}")
-               for steps in (lth_steps_to(rows, d) for d in grid)]
-    lines.append("| LTH steps | " + " | ".join(lth_row) + " |")
+    lth_steps = [lth_steps_to(rows, d) for d in grid]
+    lines.append("| LTH steps | " + " | ".join(_steps(s) for s in lth_steps) + " |")
+    for m in ("lth_rewind", "lth_e1", "lth_e2", "lth_rewind_e1", "lth_rewind_e2"):
+        if m in present and m != "lth_rewind":
+            cells = []
+            for d, ref in zip(grid, lth_steps):
+                s = lth_steps_to(rows, d, m)
+                cells.append("–" if s is None or not ref else f"{s:,.0f} ({s / ref:.2f}x)")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     for m in GRID_METHODS:
+        if m not in present and m not in ("random", "dlth", "unilth", "unidlth"):
+            continue
         cells = [(f"{by[(m, d)]['train_steps_mean']:,.0f} ({by[(m, d)]['ratio']:.2f}x)"
                   if (m, d) in by else "–") for d in grid]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    verdict = {True: "**met**", False: "**not met**", None: "not decided yet (runs missing)"}
     t = tg["unilth_matching_at_2pct_within_quarter_lth_steps"]
     u = tg["unidlth_at_or_above_dlth_everywhere"]
     v = tg["unidlth_1pt_above_random_at_3_5pct_and_sparser"]
     a = tg["lth_reproduces_anchor"]
     sparsest = t["unilth_sparsest_matching_density"]
     ratio2 = "–" if t["cost_ratio_at_2pct"] is None else f"{t['cost_ratio_at_2pct']:.2f}"
-    lines += ["", "Targets (computed from the rows above):", "",
+    lines += ["", "Targets of the issue \"UniLTH and UniDLTH must earn their place\" "
+              "(computed from the rows above). LTH: k = 0 with 10-epoch rounds, its mean test "
+              "accuracy and steps interpolated linearly in log density between its two "
+              "rounds around the density. IMP at the same steps: each k = 0 row (1, 2 and 10 "
+              "epochs a round) gives one point (steps, mean test accuracy) at the density, "
+              "both interpolated in log density; the accuracy at UniLTH's mean steps is "
+              "interpolated linearly in log(steps) between the two points around them (below "
+              "the cheapest point: its accuracy, which favours IMP). k = 500 likewise, for "
+              "information. Thresholds in points of test accuracy, on the means over seeds:",
+              ""]
+    lines += issue_lines(tg)
+    lines += ["", "Earlier targets (computed from the rows above):", "",
               f"- UniLTH matching at 2% density or sparser within 1/4 of LTH's steps: "
-              f"{verdict[t['met']]} (sparsest matching density: "
+              f"{VERDICT[t['met']]} (sparsest matching density: "
               f"{'none' if sparsest is None else f'{100 * sparsest:.1f}%'}; steps ratio at 2%: "
               f"{ratio2}).",
-              f"- UniDLTH at or above DLTH at every density: {verdict[u['met']]} ("
+              f"- UniDLTH at or above DLTH at every density: {VERDICT[u['met']]} ("
               + "; ".join(f"{100 * c['density']:g}%: {pct(c['unidlth'])} vs {pct(c['dlth'])}"
                           for c in u["by_density"]) + ").",
               f"- UniDLTH at least 1 point above the random control at 3.5% density and "
-              f"sparser: {verdict[v['met']]} (margins: "
+              f"sparser: {VERDICT[v['met']]} (margins: "
               + "; ".join(f"{100 * d:g}%: {'–' if m is None else f'{100 * m:+.2f}'} points"
                           for d, m in v["margins"].items()) + ").",
               f"- LTH against Frankle et al. (2020): dense {pct(a['dense_ours'])}% here vs "
@@ -449,6 +943,16 @@ def write_into_readme(path, text):
     return True
 
 
+_PLUMBING = {"output_dir", "data_dir", "verbose"}
+
+
+def run_flags(runs):
+    """{run: the flags it set (not None), where things are left out}."""
+    return {name: {k: v for k, v in sorted(r.get("flags", {}).items())
+                   if v is not None and k not in _PLUMBING}
+            for name, r in sorted(runs.items())}
+
+
 def aggregate():
     runs = load_runs()
     pts = points(runs)
@@ -459,16 +963,20 @@ def aggregate():
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     base = os.path.join(FLAGS.output_dir, "accuracy_vs_sparsity")
     report = {"benchmark": "accuracy_vs_sparsity", "protocol": PROTOCOL,
+              "method_flags_given": FLAGS.method_flag,
               "runs_finished": sorted(runs), "dense_test_accuracy_mean": dense_acc,
               "matching_dense": match, "cost_ratios": ratios, "targets": tg,
-              "anchors": ANCHORS, "rows": rows, "points": pts,
+              "issue_thresholds": ISSUE, "anchors": ANCHORS, "rows": rows, "points": pts,
+              "at_target_densities": {str(d): {m: seeds_at(pts, m, d) for m in TABLE_METHODS}
+                                      for d in PARETO_DENSITIES},
+              "run_flags": run_flags(runs),
               # Every run's per-round records (results.json "rounds"), for the diagnostics.
               "round_records": {name: r["rounds"] for name, r in sorted(runs.items())}}
     # Missing against the whole default grid, whatever subset this invocation ran.
-    full = run_specs(*(FLAGS[f].default for f in ("methods", "sparsities", "seeds")))
+    full = run_specs(*(FLAGS[f].default for f in ("methods", "sparsities", "seeds")), extra={})
     missing = sorted({name for name, _ in full} - set(runs))
     report["runs_missing"] = missing
-    text = markdown(rows, match, dense_acc, ratios, tg, runs, missing)
+    text = markdown(rows, match, dense_acc, ratios, tg, runs, missing, pts)
     with open(base + ".md", "w") as f:
         f.write(text)
     if FLAGS.readme:
@@ -481,7 +989,8 @@ def aggregate():
         writer.writerows(rows)
     if rows:
         plot(rows, base + ".png", os.path.join(FLAGS.output_dir, "accuracy_vs_steps.png"))
-    print(f"{len(runs)} runs aggregated into {base}.json/.csv/.png")
+        plot_pareto(pts, rows, os.path.join(FLAGS.output_dir, "pareto_3.5_2.png"))
+    print(f"{len(runs)} runs aggregated into {base}.json/.csv/.md/.png")
     return report
 
 
@@ -493,8 +1002,10 @@ def main(argv):
         specs = run_specs()
         print(f"{len(specs)} runs in the grid; work dir {FLAGS.work_dir}", flush=True)
         with futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
-            jobs = [pool.submit(run_one, name, f) for name, f in specs]
-            for i, job in enumerate(futures.as_completed(jobs), 1):
+            jobs = {}
+            for name, f in specs:  # in order: a run waits only for one submitted before it
+                jobs[name] = pool.submit(run_one, name, f, jobs.get(depends_on(f)))
+            for i, job in enumerate(futures.as_completed(list(jobs.values())), 1):
                 name, status, seconds = job.result()
                 print(f"[{i}/{len(specs)}] {name}: {status} ({seconds / 60:.1f} min)", flush=True)
                 if i % 4 == 0:
