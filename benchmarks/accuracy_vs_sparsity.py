@@ -18,7 +18,8 @@ and the random control `dense_epochs` / `random_epochs`, UniLTH/UniDLTH (and
 unilth_retrain_k) within one `uni_epochs` budget, DLTH regularizes then
 fine-tunes within `dlth_epochs` (its library defaults). `random_equal` is the
 random control trained for as many epochs as the UniDLTH run of its density
-and seed took (its results.json `total.epochs`): the same training steps.
+and seed took (its results.json `total.epochs`): the same training steps,
+with that run's allocation (MASK_FLAGS).
 """
 
 import csv
@@ -88,7 +89,9 @@ PROTOCOL = {
         "(--growth=relative, --growth_fraction=0.5), then finetune_epochs=20); LTH "
         "--epochs_per_round=E; the fast path (--steps_per_execution=auto --jit_compile=auto)"),
     "random_equal": "the random control trained for the UniDLTH run's total.epochs at the "
-                    "same density and seed (the same number of training steps)",
+                    "same density and seed (the same number of training steps), its mask "
+                    "drawn with that run's mask flags (allocation, block_size, "
+                    "output_rate_scale)",
     "model_selection": "validation only (dense: its best val_accuracy epoch; random, LTH and "
                        "DLTH: the last epoch of training; UniLTH/UniDLTH: the best val_loss "
                        "epoch of fine-tuning; unilth_retrain_k: the last retraining epoch); "
@@ -182,9 +185,15 @@ def depends_on(run_flags):
     return None
 
 
+# The flags that shape a random mask: random_equal takes the UniDLTH run's, so
+# the control draws its mask the way that run did (e.g. --allocation=erk).
+MASK_FLAGS = ("allocation", "block_size", "output_rate_scale")
+
+
 def resolve(run_flags, work_dir):
     """The flags with `--epochs={epochs_of:run}` replaced by that run's total
-    epochs; None when that run has no results.json."""
+    epochs, followed by the mask flags that run set (MASK_FLAGS; flags given
+    after it still win); None when that run has no results.json."""
     out = []
     for flag in run_flags:
         m = EPOCHS_OF.match(flag)
@@ -193,7 +202,14 @@ def resolve(run_flags, work_dir):
             if not os.path.exists(path):
                 return None
             with open(path) as f:
-                flag = f"--epochs={json.load(f)['total']['epochs']}"
+                done = json.load(f)
+            out.append(f"--epochs={done['total']['epochs']}")
+            for name in MASK_FLAGS:
+                value = done.get("flags", {}).get(name)
+                if value is not None:
+                    value = ",".join(map(str, value)) if isinstance(value, list) else value
+                    out.append(f"--{name}={value}")
+            continue
         out.append(flag)
     return out
 

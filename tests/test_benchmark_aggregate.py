@@ -181,8 +181,11 @@ def test_run_names_and_specs(bench, tmp_path):
     assert bench.resolve(eq, str(tmp_path)) is None  # UniDLTH not finished
     (tmp_path / "unidlth_s0.965_seed0").mkdir()
     (tmp_path / "unidlth_s0.965_seed0" / "results.json").write_text(
-        '{"total": {"epochs": 37, "train_steps": 33929}}')
-    assert "--epochs=37" in bench.resolve(eq, str(tmp_path))
+        '{"total": {"epochs": 37, "train_steps": 33929}, "flags": {"allocation": "erk", '
+        '"block_size": null, "epochs": 60}}')
+    resolved = bench.resolve(eq, str(tmp_path))
+    assert "--epochs=37" in resolved and "--allocation=erk" in resolved  # the same mask flags
+    assert resolved[-1] == "--train_limit=900" and not any("block_size" in f for f in resolved)
 
 
 def test_interpolation_at_a_density(bench, controls):
