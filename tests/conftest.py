@@ -43,3 +43,20 @@ def mnist_data_dir():
     if data_dir is None:
         pytest.skip(MNIST_SKIP_REASON)
     return data_dir
+
+
+def _tf_unilth_temp_entries():
+    import tempfile  # pylint: disable=import-outside-toplevel
+    root = tempfile.gettempdir()
+    return {name for name in os.listdir(root) if name.startswith("tf_unilth_")}
+
+
+_TEMP_AT_START = _tf_unilth_temp_entries()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves no tf_unilth temporary directory behind in $TMPDIR."""
+    left = sorted(_tf_unilth_temp_entries() - _TEMP_AT_START)
+    if left:
+        print(f"\nleftover temporary directories of tf_unilth in $TMPDIR: {left}")
+        session.exitstatus = 1

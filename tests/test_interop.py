@@ -151,3 +151,61 @@ def test_removed_weights_stay_zero_at_every_step_under_tfmots_own_callback():
     moved = max(float(np.abs(w[m == 0]).max(initial=0.0)) for batch in rec.batches
                 for w, m in batch)
     assert moved == 0.0
+
+
+@pytest.mark.parametrize("fmt", ["h5", "keras"])
+def test_our_schedule_in_tfmots_wrapper_saves_and_loads_still_armed(fmt, tmp_path):
+    x, y = toy_data(n=64)
+    model = compile_model(tfmot.sparsity.keras.prune_low_magnitude(
+        toy_model(), pruning_schedule=tf_unilth.TriggeredSchedule([0.5, 0.7], [3, 40])))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    for layer in wrapper.wrappers(model):
+        layer.pruning_schedule.start(2)  # a plan in progress: event 1 at step 5, 2 at 42
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    path = str(tmp_path / f"model.{fmt}")
+    model.save(path)
+    with tfmot.sparsity.keras.prune_scope():  # tfmot's public way to load its models
+        again = keras.models.load_model(path)
+    for original, loaded in zip(wrapper.wrappers(model), wrapper.wrappers(again)):
+        assert type(loaded.pruning_schedule) is tf_unilth.TriggeredSchedule
+        assert loaded.pruning_schedule.get_config() == original.pruning_schedule.get_config()
+        assert loaded.pruning_schedule.event_steps() == [5, 42]  # still armed
+    assert masks.get_masks(again) == masks.get_masks(model)
+
+
+def test_h5_weights_load_both_ways_between_tfmots_models_and_ours(tmp_path):
+    ours = tf_unilth.prune(toy_model(seed=1))
+    theirs = tfmot.sparsity.keras.prune_low_magnitude(toy_model(seed=2))
+    ours.save_weights(str(tmp_path / "ours.h5"))
+    saved = ours.get_weights()
+    theirs.save_weights(str(tmp_path / "theirs.h5"))
+    ours.load_weights(str(tmp_path / "theirs.h5"))
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    fresh = tfmot.sparsity.keras.prune_low_magnitude(toy_model(seed=3))
+    fresh.load_weights(str(tmp_path / "ours.h5"))
+    for a, b in zip(fresh.get_weights(), saved):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_m_by_n_mask_appears_at_the_first_step_like_tfmots():
+    x, y = toy_data(n=64)
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0)  # tfmot's default use
+    model = compile_model(keras.models.clone_model(
+        toy_model(), clone_function=lambda layer: tf_unilth.MonotonePruneLowMagnitude(
+            layer, pruning_schedule=schedule, sparsity_m_by_n=(2, 4))
+        if isinstance(layer, keras.layers.Dense) else layer))
+    seen = []
+
+    class First(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                seen.extend(l.pruning_vars[0][1].numpy() for l in wrapper.wrappers(self.model))
+
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+              callbacks=[callbacks.UpdatePruningStep(), First()])
+    for mask in seen:  # after the first step: 2 of every 4 consecutive inputs kept
+        groups = np.moveaxis(mask, 0, -1).reshape(-1, 4)
+        assert np.all(groups.sum(axis=1) == 2)

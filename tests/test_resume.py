@@ -169,3 +169,168 @@ def test_kill_9_mid_run_and_the_same_command_finishes_it(mnist_data_dir, tmp_pat
     other = subprocess.run(_example(out, mnist_data_dir, "--seed=3"), env=env,
                            capture_output=True, text=True, timeout=120)
     assert other.returncode != 0 and "different flags (seed)" in other.stdout + other.stderr
+
+
+# -- the kill window: a round recorded, its snapshot not yet written ---------
+
+def kill_after_round(original, n):
+    """Search.record_round that raises right after the `n`-th new record:
+    inside UniLTH's fit that is before the epoch's snapshot is written, for
+    LTH after the record is kept and before the next fit's first snapshot.
+    Nothing is written on the way out, as with a kill -9 at that instant.
+    (A plain function, so that it binds to the Search as a method.)"""
+    left = [n]
+
+    def record_round(search, *args, **kwargs):
+        before = len(search.log.rounds)
+        restored = len(search.log.rounds) < len(search.journal.rounds)
+        record = original(search, *args, **kwargs)
+        if len(search.log.rounds) > before and not restored:
+            left[0] -= 1
+            if left[0] == 0:
+                raise Interrupted()
+        return record
+
+    return record_round
+
+
+UNIDLTH = dict(target_sparsity=0.8, epochs=14, rounds=2, round_epochs=2, patience=2)
+
+
+@pytest.mark.parametrize("method,kw,n", [
+    ("unilth", UNILTH, 1),   # round 1 is recorded mid-fit, round 2 follows in that fit
+    ("unidlth", UNIDLTH, 1),
+    ("lth", LTH, 2),
+])
+def test_a_kill_right_after_a_round_is_recorded_never_redoes_a_kept_round(
+        method, kw, n, tmp_path, monkeypatch):
+    from tf_unilth import search as search_lib  # pylint: disable=import-outside-toplevel
+    reference = _search(method, str(tmp_path / "ref"), **kw)
+    assert len(reference.rounds) > n, "the crash must come before the last round"
+    state = str(tmp_path / "state")
+    original = search_lib.Search.record_round
+    monkeypatch.setattr(search_lib.Search, "record_round", kill_after_round(original, n))
+    with pytest.raises(Interrupted):
+        _search(method, state, **kw)
+    monkeypatch.setattr(search_lib.Search, "record_round", original)
+    kept = json.load(open(os.path.join(state, "progress.json")))["rounds"]
+    resumed = _search(method, state, **kw)
+    # What was kept is returned as kept; the rest is the uninterrupted run's.
+    assert resumed.rounds[:len(kept)] == kept
+    assert [r["round"] for r in resumed.rounds] == [r["round"] for r in reference.rounds]
+    assert _without_time(resumed.rounds) == _without_time(reference.rounds)
+    assert resumed.final == reference.final
+    assert masks.masks_digest(resumed.pruned_model or resumed.model) == \
+        masks.masks_digest(reference.pruned_model or reference.model)
+
+
+# -- corrupt or missing state ------------------------------------------------
+
+def _crashed_lth(tmp_path, crash_after=4):
+    state = str(tmp_path / "state")
+    with pytest.raises(Interrupted):
+        _search("lth", state, callbacks=[InterruptAt(crash_after)], **LTH)
+    return state
+
+
+def _latest_checkpoint_files(state):
+    progress = json.load(open(os.path.join(state, "progress.json")))
+    latest = progress["fits"][str(max(int(i) for i in progress["fits"]))]
+    prefix = os.path.join(state, latest["snapshot"]["checkpoint"])
+    return latest, [prefix + ".index"] + [
+        os.path.join(os.path.dirname(prefix), f) for f in os.listdir(os.path.dirname(prefix))
+        if f.startswith(os.path.basename(prefix) + ".data")]
+
+
+@pytest.mark.parametrize("damage", ["truncate_data", "empty_index", "truncate_progress"])
+def test_a_damaged_snapshot_falls_back_to_the_one_before_and_says_so(damage, tmp_path):
+    reference = _search("lth", str(tmp_path / "ref"), **LTH)
+    state = _crashed_lth(tmp_path)
+    latest, files = _latest_checkpoint_files(state)
+    assert latest["previous"] is not None, "a snapshot before the latest is kept"
+    if damage == "truncate_data":
+        data = [f for f in files if ".data" in f][0]
+        with open(data, "r+b") as f:
+            f.truncate(os.path.getsize(data) // 2)
+    elif damage == "empty_index":
+        open(files[0], "w").close()
+    else:
+        path = os.path.join(state, "progress.json")
+        text = open(path).read()
+        open(path, "w").write(text[:len(text) // 2])
+    said = []
+    x, y = toy_data(n=240)
+    resumed = tf_unilth.find_ticket(
+        toy_model(), "lth", (x[:160], y[:160]), (x[160:200], y[160:200]),
+        test_data=(x[200:], y[200:]), batch_size=16, learning_rate=5e-3, verbose=0,
+        printer=said.append, state_dir=state, **LTH)
+    text = "\n".join(said)
+    if damage == "truncate_progress":
+        assert "progress.json cannot be read" in text and "previous version" in text
+    else:
+        assert "cannot be read; falling back to the one before it" in text
+    # One epoch (at most) trained again; nothing else lost, and the same run.
+    assert [r["round"] for r in resumed.rounds] == [r["round"] for r in reference.rounds]
+    assert _without_time(resumed.rounds) == _without_time(reference.rounds)
+    assert masks.masks_digest(resumed.pruned_model) == masks.masks_digest(reference.pruned_model)
+
+
+def test_no_readable_snapshot_is_a_one_line_error_naming_the_file_and_restart(tmp_path):
+    state = _crashed_lth(tmp_path)
+    progress = json.load(open(os.path.join(state, "progress.json")))
+    for entry in progress["fits"].values():
+        for snap in (entry["snapshot"], entry.get("previous")):
+            if snap:
+                open(os.path.join(state, snap["checkpoint"] + ".index"), "w").close()
+    with pytest.raises(tf_unilth.CorruptState, match=r"can(not)? be read.*--restart") as e:
+        _search("lth", state, **LTH)
+    assert ".index" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_deleted_progress_file_is_refused_not_silently_restarted(tmp_path):
+    state = _crashed_lth(tmp_path)
+    for name in ("progress.json", "progress.json.prev"):
+        if os.path.exists(os.path.join(state, name)):
+            os.remove(os.path.join(state, name))
+    before = sorted(os.listdir(os.path.join(state, "checkpoints")))
+    with pytest.raises(tf_unilth.CorruptState, match="no readable progress.json.*--restart"):
+        _search("lth", state, **LTH)
+    assert sorted(os.listdir(os.path.join(state, "checkpoints"))) == before  # nothing changed
+
+
+def test_divergence_never_leaves_a_non_finite_checkpoint_nor_drops_a_kept_one(tmp_path):
+    """UniLTH keeps per-epoch rewind checkpoints: the diverged epoch must not
+    be among them, and every one the last good snapshot refers to stays."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 4:
+                kernel = self.model.get_layer("prune_low_magnitude_output").layer.kernel \
+                    if "prune_low_magnitude_output" in [l.name for l in self.model.layers] \
+                    else self.model.get_layer("output").kernel
+                kernel.assign(tf.fill(kernel.shape, np.inf))
+
+    state = str(tmp_path / "state")
+    with pytest.raises(FloatingPointError, match="diverged"):
+        _search("unilth", state, callbacks=[Poison()], **UNILTH)
+    checkpoints = []
+    for root, _, files in os.walk(state):
+        checkpoints += [os.path.join(root, f[:-len(".index")]) for f in files
+                        if f.endswith(".index")]
+    assert checkpoints
+    for prefix in checkpoints:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            value = reader.get_tensor(name)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                assert np.all(np.isfinite(value)), f"{prefix}: {name} is not finite"
+    # The last good snapshot still restores (its rewind checkpoints exist).
+    resumed_said = []
+    x, y = toy_data(n=240)
+    with pytest.raises(FloatingPointError):  # the poison again, but from the kept state
+        tf_unilth.find_ticket(
+            toy_model(), "unilth", (x[:160], y[:160]), (x[160:200], y[160:200]),
+            batch_size=16, learning_rate=5e-3, verbose=0, printer=resumed_said.append,
+            state_dir=state, callbacks=[Poison()], **UNILTH)
+    assert any("resuming after epoch 4" in line for line in resumed_said), resumed_said

@@ -9,6 +9,7 @@
 - `RegularizerGrowth`: raises the growing regularizers' lambda along a curve.
 """
 
+import math
 import os
 import tempfile
 
@@ -202,6 +203,8 @@ class Rewind(keras.callbacks.Callback):
                 self._split_chunk_at_step()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            return  # a diverged epoch is never kept (the search puts the last good back)
         self._epochs.save(checkpoint_number=epoch)
         self.saved_epochs = [e for e in self.saved_epochs if e != epoch] + [epoch]
         self.saved_epochs = self.saved_epochs[-self.keep_epochs:]
@@ -278,9 +281,11 @@ class Rewind(keras.callbacks.Callback):
         self._weights = tf.train.Checkpoint(**variables)
         self._checkpoint = tf.train.Checkpoint(weights=self._weights,
                                                optimizer=self.model.optimizer)
+        # One epoch more than the rewinds need: the search's snapshot from one
+        # epoch back (a kill, a divergence) still finds every epoch it lists.
         self._epochs = tf.train.CheckpointManager(
             self._checkpoint, os.path.join(self.directory, "epochs"),
-            max_to_keep=self.keep_epochs, checkpoint_name="epoch")
+            max_to_keep=self.keep_epochs + 1, checkpoint_name="epoch")
 
     def _save_step_checkpoint(self):
         self._ensure_checkpoint()

@@ -20,7 +20,6 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from tf_unilth._compat import tf, keras  # noqa: F401  (keras: shared Keras-2 set-up)
 
@@ -110,13 +109,15 @@ def from_arrays(
     standardize=False,
     shuffle=True,
     name="arrays",
+    channel_axis=True,
 ) -> Splits:
     """Builds `Splits` from in-memory `(x, y)` numpy pairs.
 
     x: uint8 images are scaled by 1/255; any other numeric dtype is only cast
     to float32 (so pass float images already in [0, 1]). Rank 3 `(N, H, W)`
-    gets a channel axis, rank 4 `(N, H, W, C)` is kept, and rank 2 `(N, D)`
-    feature matrices are kept as they are. y: integer class ids, shape `(N,)`
+    gets a channel axis (unless `channel_axis=False`: sequences `(N, T, C)`),
+    rank 4 `(N, H, W, C)` is kept, and rank 2 `(N, D)` feature matrices are
+    kept as they are. y: integer class ids, shape `(N,)`
     (or `(N, 1)`, as `keras.datasets` returns).
 
     If `validation` is None, `validation_size` examples are held out of
@@ -129,7 +130,7 @@ def from_arrays(
     return _make_splits(
         train, test, validation, validation_size=validation_size,
         batch_size=batch_size, seed=seed, standardize=standardize,
-        shuffle=shuffle, name=name,
+        shuffle=shuffle, name=name, channel_axis=channel_axis,
     )
 
 
@@ -157,9 +158,23 @@ def _check_name(name):
         )
 
 
+def _tfds():
+    """TensorFlow Datasets, imported on first use (the `data` extra)."""
+    try:
+        import importlib_resources  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise ImportError(
+            f"Loading TFDS datasets needs TensorFlow Datasets ({e}); install it with: "
+            'pip install "tf_unilth[data]". Your own numpy arrays need nothing more: '
+            "tf_unilth.data.from_arrays(train=(x, y), test=(x, y)).") from e
+    return tfds
+
+
 def _prepared_builder(name, data_dir, download):
     """Returns a TFDS builder whose data is on disk, downloading if allowed."""
     _check_name(name)
+    tfds = _tfds()
     if data_dir:
         data_dir = os.path.expanduser(os.fspath(data_dir))
     else:
@@ -229,7 +244,7 @@ def _read_split(builder, split):
     """
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     xs, ys = [], []
-    for x, y in tfds.as_numpy(ds.batch(_READ_CHUNK)):
+    for x, y in _tfds().as_numpy(ds.batch(_READ_CHUNK)):
         xs.append(x)
         ys.append(y)
     return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
@@ -240,11 +255,11 @@ def _read_split(builder, split):
 
 def _make_splits(train, test, validation, *, validation_size, batch_size, seed,
                  standardize, shuffle, name, num_classes=None, train_limit=None,
-                 test_limit=None):
+                 test_limit=None, channel_axis=True):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    x_train, y_train = _check_pair(train, "train")
-    x_test, y_test = _check_pair(test, "test")
+    x_train, y_train = _check_pair(train, "train", channel_axis)
+    x_test, y_test = _check_pair(test, "test", channel_axis)
 
     if validation is None:
         n = len(x_train)
@@ -265,7 +280,7 @@ def _make_splits(train, test, validation, *, validation_size, batch_size, seed,
         else:
             x_val = y_val = None
     else:
-        x_val, y_val = _check_pair(validation, "validation")
+        x_val, y_val = _check_pair(validation, "validation", channel_axis)
 
     x_train, y_train = _limit(x_train, y_train, train_limit, "train_limit")
     x_test, y_test = _limit(x_test, y_test, test_limit, "test_limit")
@@ -306,8 +321,9 @@ def _make_splits(train, test, validation, *, validation_size, batch_size, seed,
     )
 
 
-def _check_pair(pair, what):
-    """Validates one `(x, y)` pair; returns x with a channel axis, y as int64."""
+def _check_pair(pair, what, channel_axis=True):
+    """Validates one `(x, y)` pair; returns x (rank 3 with a channel axis when
+    `channel_axis`), y as int64."""
     try:
         x, y = pair
     except (TypeError, ValueError):
@@ -330,9 +346,13 @@ def _check_pair(pair, what):
             f"{what} x and y lengths differ: {len(x)} images vs {len(y)} labels")
     if len(x) == 0:
         raise ValueError(f"{what} is empty")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        raise ValueError(f"{what} x has {bad} values that are NaN or infinite; clean or impute "
+                         "them before training (a NaN input makes every loss NaN).")
     if y.min() < 0:
         raise ValueError(f"{what} y has negative labels (min {y.min()})")
-    if x.ndim == 3:
+    if x.ndim == 3 and channel_axis:
         x = x[..., np.newaxis]
     return x, y.astype(np.int64)
 
@@ -441,7 +461,13 @@ def shuffled(x, y, batch_size, seed, steps=None):
           .apply(tf.data.experimental.assert_cardinality(steps))
           .prefetch(tf.data.AUTOTUNE))
     ds.tf_unilth_order = order
+    ds.tf_unilth_arrays = (x, y)
     return ds
+
+
+def arrays(dataset):
+    """The (x, y) numpy arrays behind a dataset made here (None for others)."""
+    return getattr(dataset, "tf_unilth_arrays", None)
 
 
 def _dataset(x, y, batch_size, shuffle_seed=None):
@@ -453,11 +479,12 @@ def _dataset(x, y, batch_size, shuffle_seed=None):
     ds = ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
     if shuffle_seed is not None:
         ds.tf_unilth_source = (x, y, batch_size, shuffle_seed)
+    ds.tf_unilth_arrays = (x, y)
     return ds
 
 
 __all__ = [
     "KNOWN_DATASETS", "DataOrder", "DatasetInfo", "DatasetNotAvailableError", "EpochOrder",
-    "Splits", "epoch_order", "shuffled", "with_epoch_order",
+    "Splits", "arrays", "epoch_order", "shuffled", "with_epoch_order",
     "from_arrays", "load", "load_arrays",
 ]

@@ -29,8 +29,11 @@ import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
 
-from tf_unilth._compat import check_model, keras, tf
+from tf_unilth._compat import (check_model, in_multi_worker_mode, keras,
+                               mirrored_strategy_with_key_offset, tf, tf_initialized)
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 TEMP_PREFIX = "workertemp_"
@@ -62,23 +65,9 @@ def make_strategy(name, cpu_devices=2):
 
 
 def _mirrored(devices):
-    """A MirroredStrategy whose collective ops cannot collide with another's.
-
-    Every MirroredStrategy numbers its all-reduces from the same keys, and the
-    collective executor is per process: a second strategy over the same
-    devices (tests, notebooks) would reuse the first one's keys for tensors of
-    other shapes and fail. Each strategy made here gets its own key range, as
-    TensorFlow's own tests do.
-    """
-    cls = tf.distribute.MirroredStrategy
-    base = getattr(cls, "_collective_key_base", None)
-    if base is None:  # another TensorFlow: nothing to offset
-        return cls(devices)
-    cls._collective_key_base = base + 100000 * next(_KEY_BASES)  # pylint: disable=protected-access
-    try:
-        return cls(devices)
-    finally:
-        cls._collective_key_base = base  # pylint: disable=protected-access
+    """A MirroredStrategy whose collective ops cannot collide with another's:
+    each strategy made here gets its own key range (see _compat)."""
+    return mirrored_strategy_with_key_offset(devices, 100000 * next(_KEY_BASES))
 
 
 def _cpu_devices(count):
@@ -102,8 +91,7 @@ def _cpu_devices(count):
 
 
 def _initialized():
-    from tensorflow.python.eager import context  # pylint: disable=import-outside-toplevel
-    return context.context()._initialized  # pylint: disable=protected-access
+    return tf_initialized()
 
 
 def tf_config():
@@ -136,7 +124,7 @@ def tf_config():
 
 def is_multi_worker(strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
-    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+    return in_multi_worker_mode(strategy)
 
 
 def task_id(strategy=None):
@@ -230,6 +218,50 @@ def check_same(strategy, value, what):
             f"worker {task_id(strategy)}). Every worker must see the same files: put the "
             "output/state directory on a filesystem all workers share, and start every "
             "worker with the same flags.")
+
+
+# The watchdog of PeerTimeout, run as its own process: the waiting worker sits
+# in TensorFlow's C++ holding the GIL, so no thread (or Python signal handler)
+# of its own would run. It polls that the worker is still its parent.
+_WATCHDOG = """
+import os, sys, time
+parent, deadline, message = int(sys.argv[1]), time.time() + float(sys.argv[2]), sys.argv[3]
+while time.time() < deadline:
+    if os.getppid() != parent:
+        sys.exit(0)
+    time.sleep(0.25)
+sys.stderr.write(message)
+sys.stderr.flush()
+os.kill(parent, 9)
+"""
+
+
+class PeerTimeout:
+    """Stops the process with a clear error if the block does not finish within
+    `seconds`: a MultiWorkerMirroredStrategy worker waits forever for a peer
+    that never comes (and does not even stop on SIGTERM then), so the cluster's
+    forming is watched by a watchdog process that kills it (SIGKILL) and says
+    why on stderr."""
+
+    def __init__(self, seconds, what="the other workers"):
+        self.seconds, self.what = seconds, what
+        self._watchdog = None
+
+    def __enter__(self):
+        if self.seconds and self.seconds > 0:
+            message = (f"error: {self.what} did not answer within {self.seconds:.0f} s (is "
+                       "every worker of TF_CONFIG's cluster started, with the same flags?); "
+                       "stopping this worker. Raise --peer_timeout if they start slowly.\n")
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.seconds), message],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc):
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
 
 
 def barrier(strategy):

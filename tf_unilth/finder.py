@@ -2,9 +2,7 @@
 
 import dataclasses
 
-import numpy as np
-
-from tf_unilth._compat import check_model, keras, prunable_weights, tf
+from tf_unilth._compat import check_model, keras, tf
 from tf_unilth import distribute, masks, methods, wrapper
 from tf_unilth import search as search_lib
 
@@ -38,7 +36,8 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
                 test_data=None, epochs=None, *, optimizer="adam", learning_rate=None,
                 loss=None, metrics=None, exclude=(), batch_size=128, strategy=None, verbose=1,
                 log_dir=None, printer=print, callbacks=(), state_dir=None,
-                steps_per_execution="auto", jit_compile="auto", strict=False, **method_args):
+                steps_per_execution="auto", jit_compile="auto", strict=False,
+                before_training=None, **method_args):
     """Trains `model` into a ticket with a registered method (`methods.names()`).
 
     `method`: a method name, or a method instance (`methods.get(name)(...)`).
@@ -55,7 +54,9 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     the fast setting where it is exact, see `tf_unilth.engine.execution`) are
     how the training steps run. A degenerate run (an emptied layer, a round at
     chance accuracy, a forced plateau trigger) is printed and listed in
-    `warnings`; with `strict` it raises `search.DegenerateTicket` instead. With `state_dir`, the search snapshots itself there
+    `warnings`; with `strict` it raises `search.DegenerateTicket` instead.
+    `before_training()` is called once everything is checked and the search
+    is about to start (the command line records its flags there). With `state_dir`, the search snapshots itself there
     after every epoch; called again with the same arguments and `state_dir` it
     resumes instead of starting over.
 
@@ -85,31 +86,42 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
         printer("The model was built outside the strategy's scope; training a copy built "
                 "in it (same weights). Build it in strategy.scope() to train it in place.")
         model = distribute.into_scope(model, strategy)
-    data = search_lib.Data.make(train_data, validation_data, test_data, batch_size=batch_size)
+    if learning_rate is not None and not (isinstance(learning_rate, (int, float))
+                                          and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r} (flag "
+                         "--learning_rate).")
+    data = search_lib.Data.make(train_data, validation_data, test_data, batch_size=batch_size,
+                                model=model)
+    search_lib.check_data(data, model, default_loss=loss is None)
     # The method's plan (budget, reachable target) is checked before anything
     # is trained or written.
     chosen.plan(masks.plain_mask(model, exclude), target_sparsity, data.steps_per_epoch,
                 masks.output_layers(model, getattr(chosen, "output_layer", None),
                                     exclude=exclude))
+    if before_training is not None:
+        before_training()
     search = search_lib.Search(
         data, optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
         strategy=strategy, exclude=exclude, verbose=verbose, log_dir=log_dir, printer=printer,
         callbacks=callbacks, state_dir=state_dir, steps_per_execution=steps_per_execution,
         jit_compile=jit_compile, strict=strict)
-    trained = chosen.run(search, model, target_sparsity)
-    return finish(search, trained)
+    try:
+        trained = chosen.run(search, model, target_sparsity)
+        return finish(search, trained)
+    finally:
+        # The lock goes; a temporary state goes too (a state_dir stays, to resume).
+        search.journal.cleanup()
 
 
 def finish(search, trained):
     """Strips the wrappers, evaluates the ticket and summarizes the run."""
     sparsity = float(masks.sparsity(trained)) if wrapper.wrappers(trained) else 0.0
     ticket = wrapper.strip(trained) if wrapper.wrappers(trained) else trained
-    search.compile(ticket)
+    search.compile(ticket, for_training=False)  # a plain model: nothing of ours in its config
     val, test = search.evaluate(ticket, "validation"), search.evaluate(ticket, "test")
     final = {"sparsity": sparsity, "test_accuracy": test["accuracy"],
              "test_loss": test["loss"], "val_accuracy": val["accuracy"],
              "val_loss": val["loss"]}
-    search.journal.cleanup()  # only a temporary state is removed
     return TicketResult(ticket, search.rounds, sparsity, final, search.log.totals(),
                         search.summary or None,
                         trained if ticket is not trained else None, list(search.warnings))
@@ -117,10 +129,4 @@ def finish(search, trained):
 
 def ticket_sparsity(model):
     """Sparsity of a stripped ticket: zeros over the kernels tfmot would prune."""
-    zeros = total = 0
-    for layer in model.layers:
-        for weight in prunable_weights(layer):
-            values = weight.numpy()
-            zeros += int(np.sum(values == 0))
-            total += values.size
-    return zeros / total if total else 0.0
+    return masks.zeros_mask(model).sparsity

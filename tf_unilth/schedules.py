@@ -25,13 +25,17 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
     """Does nothing until started, then prunes once per planned event.
 
     The plan is `sparsities[i]` at `offsets[i]` steps after the start step.
-    Both are part of the config; `sparsities` is also a variable so a
-    controller can retarget a layer at run time (global selection decides each
-    layer's share only when the round begins). `start(step)` arms the plan,
-    `freeze()` disarms it: a frozen schedule never changes the mask.
+    All three live in variables, so a controller can retarget a layer or start
+    the plan at run time without a retrace (global selection decides each
+    layer's share only when the round begins), and all three are in the
+    config: a model saved mid-plan (.keras, .h5, through our API or tfmot's)
+    comes back with its plan still armed. `start(step)` arms the plan,
+    `freeze()` disarms it: a frozen schedule never changes the mask. The
+    config's class name is the registered `tf_unilth>TriggeredSchedule`, which
+    Keras' (and so tfmot's) deserialization finds once tf_unilth is imported.
     """
 
-    def __init__(self, sparsities=(), offsets=(), name="triggered_schedule"):
+    def __init__(self, sparsities=(), offsets=(), name="triggered_schedule", start_step=-1):
         tf.Module.__init__(self, name=name)
         sparsities = [float(s) for s in sparsities]
         offsets = [int(o) for o in offsets]
@@ -54,7 +58,7 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
             padded_s, trainable=False, dtype=tf.float32, name="sparsities")
         # -1: not started (or frozen).
         self.start_step = tf.Variable(
-            -1, trainable=False, dtype=tf.int64, name="start_step")
+            int(start_step), trainable=False, dtype=tf.int64, name="start_step")
 
     @property
     def num_events(self):
@@ -112,11 +116,16 @@ class TriggeredSchedule(_PruningSchedule, tf.Module):
         values[event] = sparsity
         self.sparsities.assign(values)
 
+    def _plan_now(self):
+        n = self.num_events
+        return ([float(v) for v in self.sparsities.numpy()[:n]],
+                [int(v) for v in self.offsets.numpy()[:n]])
+
     def get_config(self):
-        return {"class_name": self.__class__.__name__,
-                "config": {"sparsities": list(self._config_sparsities),
-                           "offsets": list(self._config_offsets),
-                           "name": self.name}}
+        sparsities, offsets = self._plan_now()
+        return {"class_name": keras.utils.get_registered_name(type(self)),
+                "config": {"sparsities": sparsities, "offsets": offsets,
+                           "start_step": int(self.start_step.numpy()), "name": self.name}}
 
     @classmethod
     def from_config(cls, config):
@@ -145,12 +154,13 @@ class OneShotSchedule(TriggeredSchedule):
     regularization phase ends and the next batch removes the weights.
     """
 
-    def __init__(self, sparsity=0.0, name="one_shot_schedule"):
-        super().__init__(sparsities=[sparsity], offsets=[1], name=name)
+    def __init__(self, sparsity=0.0, name="one_shot_schedule", start_step=-1):
+        super().__init__(sparsities=[sparsity], offsets=[1], name=name, start_step=start_step)
 
     def get_config(self):
-        return {"class_name": self.__class__.__name__,
-                "config": {"sparsity": self._config_sparsities[0], "name": self.name}}
+        return {"class_name": keras.utils.get_registered_name(type(self)),
+                "config": {"sparsity": self._plan_now()[0][0],
+                           "start_step": int(self.start_step.numpy()), "name": self.name}}
 
 
 

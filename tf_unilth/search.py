@@ -20,6 +20,8 @@ summary. Internally it is a `Trainer` (compile / fit / evaluate), a `Journal`
 
 import dataclasses
 
+import numpy as np
+
 from tf_unilth._compat import static_batch_size, tf
 from tf_unilth import data as data_lib
 from tf_unilth import distribute
@@ -39,27 +41,85 @@ class Data:
     steps_per_epoch: int = None
 
     @classmethod
-    def make(cls, train, validation=None, test=None, batch_size=128, seed=0):
-        """From tf.data datasets (batched) or (x, y) numpy pairs."""
+    def make(cls, train, validation=None, test=None, batch_size=128, seed=0, model=None):
+        """From tf.data datasets (batched) or (x, y) numpy pairs. With `model`,
+        rank-3 arrays get a channel axis only when the model takes one more
+        dimension than they have (images (N, H, W) for a conv net; sequences
+        (N, T, C) stay as they are)."""
         if isinstance(train, data_lib.Splits):
             return cls(train.train, train.validation, train.test, train.steps_per_epoch())
+        channel = True
+        if model is not None and isinstance(train, tuple):
+            channel = np.ndim(train[0]) == len(model.inputs[0].shape) - 1
         if isinstance(train, tuple):
             splits = data_lib.from_arrays(
                 train, test if test is not None else train, validation=validation,
-                validation_size=0, batch_size=batch_size, seed=seed)
+                validation_size=0, batch_size=batch_size, seed=seed, channel_axis=channel)
             return cls(splits.train, splits.validation,
                        splits.test if test is not None else None, splits.steps_per_epoch())
         if not isinstance(train, tf.data.Dataset):
             raise TypeError("train_data must be a batched tf.data.Dataset, an (x, y) "
                             f"pair of arrays or tf_unilth.data.Splits; got {type(train)}.")
         to_ds = lambda d: (data_lib.from_arrays(d, d, validation_size=0, batch_size=batch_size,  # noqa: E731
-                                               shuffle=False).test if isinstance(d, tuple) else d)
+                                               shuffle=False, channel_axis=channel).test
+                           if isinstance(d, tuple) else d)
         steps = int(train.cardinality().numpy())
         if steps < 0:
             raise ValueError("train_data has unknown or infinite length; give a finite, "
                              "batched dataset (e.g. without .repeat()).")
         return cls(train, to_ds(validation) if validation is not None else None,
                    to_ds(test) if test is not None else None, steps)
+
+
+# A tf.data dataset of the user's is checked on its first batches only (it may
+# be large, and iterating it again would move a seeded reshuffle on).
+SCAN_BATCHES = 4
+
+
+def check_data(data, model, default_loss=True):
+    """Raises a clear error, before anything trains, when the data cannot feed
+    `model`: inputs of another shape, an unbatched dataset, non-finite inputs,
+    or (with the default sparse categorical loss) labels out of range."""
+    check = model.inputs[0].shape[1:]
+    classes = int(model.outputs[0].shape[-1] or 0)
+    for split in ("train", "validation", "test"):
+        dataset = getattr(data, split)
+        if dataset is None:
+            continue
+        x_spec = tf.nest.flatten(dataset.element_spec)[0]
+        if x_spec.shape.rank == len(check):
+            raise ValueError(
+                f"The {split} dataset gives single examples of shape {tuple(x_spec.shape)}, "
+                f"not batches: the model takes batches of {tuple(check)}. Batch it "
+                "(dataset.batch(batch_size)).")
+        if x_spec.shape.rank != len(check) + 1 or not check.is_compatible_with(
+                x_spec.shape[1:]):
+            raise ValueError(
+                f"The {split} dataset's inputs have shape {tuple(x_spec.shape[1:])} per example; "
+                f"the model takes {tuple(check)}. Reshape the data or build the model for it.")
+        found = data_lib.arrays(dataset)
+        if found is not None:
+            xs, ys = [found[0]], [found[1]]
+        elif split == "train":
+            continue  # see SCAN_BATCHES
+        else:
+            xs, ys = [], []
+            for x, y in dataset.take(SCAN_BATCHES):
+                xs.append(x.numpy())
+                ys.append(y.numpy())
+        for x in xs:
+            if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+                raise ValueError(f"The {split} data has NaN or infinite inputs; clean them "
+                                 "before training.")
+        if default_loss and classes > 1:
+            for y in ys:
+                y = np.asarray(y)
+                if y.size and (y.min() < 0 or y.max() >= classes):
+                    raise ValueError(
+                        f"The {split} labels run from {int(y.min())} to {int(y.max())}, but the "
+                        f"model has {classes} outputs (labels 0..{classes - 1} for its sparse "
+                        "categorical loss). Give the model one output per class, or pass your "
+                        "own loss (loss=...).")
 
 
 def global_batch(train_data, batch_size):
@@ -108,16 +168,22 @@ class Search:
         # go to a temporary directory so a diverged fit can be put back.
         self.journal = journal_lib.Journal(
             state_dir, worker=None if self.chief else distribute.task_id(self.strategy))
-        # Also a barrier: the chief writes nothing before every worker has
-        # copied its state (Journal).
-        distribute.check_same(self.strategy, self.journal.progress,
-                              f"the resumable state in {state_dir}")
-        self.log = records_lib.RoundLog()
-        self.trainer = trainer_lib.Trainer(
-            data, self.journal, self.log, optimizer=optimizer, learning_rate=learning_rate,
-            loss=loss, metrics=metrics, strategy=self.strategy, verbose=verbose,
-            log_dir=log_dir, printer=printer, callbacks=callbacks,
-            steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+        try:
+            for note in self.journal.notes:
+                printer(note)
+            # Also a barrier: the chief writes nothing before every worker has
+            # copied its state (Journal).
+            distribute.check_same(self.strategy, self.journal.progress,
+                                  f"the resumable state in {state_dir}")
+            self.log = records_lib.RoundLog()
+            self.trainer = trainer_lib.Trainer(
+                data, self.journal, self.log, optimizer=optimizer, learning_rate=learning_rate,
+                loss=loss, metrics=metrics, strategy=self.strategy, verbose=verbose,
+                log_dir=log_dir, printer=printer, callbacks=callbacks,
+                steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+        except BaseException:
+            self.journal.cleanup()
+            raise
         self.print = self.trainer.lines  # held during a fit, out after the progress bar
         self.summary = {}
         self.warnings = []
@@ -134,8 +200,8 @@ class Search:
         with self.strategy.scope():
             return wrapper.prune(model, schedule_fn, exclude=self.exclude)
 
-    def compile(self, model, learning_rate=None):
-        return self.trainer.compile(model, learning_rate)
+    def compile(self, model, learning_rate=None, for_training=True):
+        return self.trainer.compile(model, learning_rate, for_training)
 
     # -- training -----------------------------------------------------------
     def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):

@@ -134,7 +134,10 @@ class MonotonePruning(TfmotPruning):
             return tf.group(ops + log)
 
         def maybe_apply(distribution=None):
-            should_prune = schedule(step_fn())[0]
+            if self._sparsity_m_by_n:  # tfmot's rule: the m-by-n mask is made at step 1
+                should_prune = tf.equal(step_fn(), 1)
+            else:
+                should_prune = schedule(step_fn())[0]
             return tf.cond(should_prune, lambda: apply(distribution), tf.no_op)
 
         if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():

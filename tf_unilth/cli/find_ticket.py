@@ -26,13 +26,15 @@ prints the digest of its masks at the end (equal digests: same ticket).
 
 import json
 import os
+import shutil
 import sys
 
 from absl import app, flags, logging
 
 import tf_unilth
 from tf_unilth import distribute, methods, results
-from tf_unilth.cli import method_flags
+from tf_unilth.cli import errors, method_flags
+from tf_unilth.engine import journal as journal_lib
 from tf_unilth.engine.execution import make_deterministic
 
 FLAGS = flags.FLAGS
@@ -66,13 +68,20 @@ def define_flags():
     _define("float", "target_sparsity", 0.9,
             "Fraction of prunable weights removed, in [0, 1).")
     _define("integer", "verbose", 2,
-            "Keras verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+            "Keras verbosity: 0 silent, 1 progress bar, 2 a line per epoch; 3: as 2, and an "
+            "error shows its traceback.")
+    _define("boolean", "restart", False, "Discard what an earlier run left in --output_dir "
+            "(flags, results, state) and start over.")
+    _define("boolean", "keep_state", False, "Keep --output_dir/state (the snapshots) after "
+            "the run finishes; by default it is removed then.")
     _define("enum", "distribution", "default",
             "default: one device; mirrored: this machine's GPUs (else --cpu_devices "
             "logical CPUs); multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.",
             list(distribute.STRATEGIES))
     _define("integer", "cpu_devices", 2, "--distribution=mirrored without GPUs: logical "
             "CPU devices (replicas) to split the CPU into.")
+    _define("integer", "peer_timeout", 300, "--distribution=multi_worker: seconds to wait "
+            "for every worker of the cluster to join before stopping with an error.")
     _define("integer", "batch_size", 60, "Global batch size (LTH paper: 60); split evenly "
             "over the replicas of --distribution.")
     _define("float", "learning_rate", 6e-4, "Learning rate. Default chosen on MNIST "
@@ -107,33 +116,51 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # keep the output to progress and round lines
     flag_values = {name: FLAGS[name].value for name in sorted(RUN_FLAGS)}
     multi_worker = FLAGS.distribution == "multi_worker"
-    if multi_worker:
-        try:
-            distribute.tf_config()
-        except ValueError as e:
-            raise app.UsageError(str(e)) from None
+    # Everything that can be checked without TensorFlow, before anything is written.
     try:
+        if multi_worker:
+            distribute.tf_config()
         execution = _execution_flags()
         args = method_flags.values(FLAGS.method)
         method = methods.get(FLAGS.method).create(**args)
         method.check(FLAGS.target_sparsity)
+        if not FLAGS.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {FLAGS.learning_rate}.")
+        if FLAGS.batch_size < 1 or FLAGS.validation_size < 0:
+            raise ValueError("--batch_size must be >= 1 and --validation_size >= 0.")
     except (TypeError, ValueError) as e:
-        raise app.UsageError(str(e)) from None
+        raise errors.UsageError(str(e)) from None
+    chief = not multi_worker or distribute.tf_config()["task"]["index"] == 0
+    run_dir = results.RunDir(FLAGS.output_dir)
+    lock = None
+    if chief:
+        run_dir.ensure_writable()
+        lock = journal_lib.Lock(FLAGS.output_dir).acquire()  # one writer per run directory
+    try:
+        return _search(run_dir, flag_values, method, execution, multi_worker, chief)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _search(run_dir, flag_values, method, execution, multi_worker, chief):
+    if chief and FLAGS.restart:
+        run_dir.clear()
+    status = run_dir.status(flag_values)
+    if status == "finished":
+        print(f"{FLAGS.output_dir} already holds the finished run with these flags "
+              f"(results.json); nothing to do.")
+        return 0
     # First TensorFlow work: logical devices and collective ops are set up here.
-    strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
+    with distribute.PeerTimeout(FLAGS.peer_timeout if multi_worker else 0):
+        strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
+        distribute.barrier(strategy)  # every worker is there
     if FLAGS.deterministic:
         make_deterministic(FLAGS.seed)
     try:
         per_replica = distribute.check_batch_size(FLAGS.batch_size, strategy)
     except ValueError as e:
-        raise app.UsageError(f"--batch_size: {e}") from None
-    # Flags are checked (and recorded) only once they are known to be usable.
-    # Only the chief records them; under multi-worker every worker reads them.
-    run_dir = results.RunDir(FLAGS.output_dir, write_flags=distribute.is_chief(strategy))
-    if run_dir.check_flags(flag_values) == "finished":
-        print(f"{FLAGS.output_dir} already holds the finished run with these flags "
-              f"(results.json); nothing to do.")
-        return 0
+        raise errors.UsageError(f"--batch_size: {e}") from None
     splits = tf_unilth.data.load(
         FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
         validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize,
@@ -146,15 +173,18 @@ def main(argv):
           f"{FLAGS.target_sparsity}, {splits.info.num_train} train / "
           f"{splits.info.num_validation} validation / {splits.info.num_test} test examples.")
     where = (f"worker {distribute.task_id(strategy)}"
-             f"{' (chief)' if distribute.is_chief(strategy) else ''}, " if multi_worker else "")
+             f"{' (chief)' if chief else ''}, " if multi_worker else "")
     print(f"Distribution: {FLAGS.distribution}, {where}{strategy.num_replicas_in_sync} "
           f"replica(s) in sync, global batch {FLAGS.batch_size} = {per_replica} per replica.")
     result = tf_unilth.find_ticket(
         model, method, splits.train, splits.validation,
         target_sparsity=FLAGS.target_sparsity, test_data=splits.test,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, exclude=FLAGS.exclude,
-        verbose=FLAGS.verbose, log_dir=os.path.join(FLAGS.output_dir, "logs"),
-        state_dir=run_dir.path("state"), strategy=strategy, strict=FLAGS.strict, **execution)
+        verbose=min(FLAGS.verbose, 2), log_dir=os.path.join(FLAGS.output_dir, "logs"),
+        state_dir=run_dir.path("state"), strategy=strategy, strict=FLAGS.strict,
+        # The flags are recorded once the run is known to start.
+        before_training=(lambda: run_dir.record_flags(flag_values)) if chief else None,
+        **execution)
     digests = tf_unilth.training.replica_masks_digests(result.pruned_model) \
         if result.pruned_model is not None else []
     if digests:
@@ -171,8 +201,10 @@ def main(argv):
         target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values,
         distribution=distribution)
     distribute.remove_worker_dirpath(FLAGS.output_dir, strategy)
+    if chief and not FLAGS.keep_state:  # finished: the snapshots have served
+        shutil.rmtree(run_dir.path("state"), ignore_errors=True)
     print(json.dumps(summary["final"], indent=1))
-    if distribute.is_chief(strategy):
+    if chief:
         print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
               f"{run_dir.path('curve.png')}.")
     return 0
@@ -191,8 +223,11 @@ def _execution_flags():
 
 
 def run(argv=None):
-    """The program: loads --plugin modules, defines the flags, runs `main`."""
+    """The program: loads --plugin modules, defines the flags, runs `main`.
+    An error the library raises on purpose is one line (tracebacks for bugs,
+    or for everything with --verbose=3)."""
     argv = list(sys.argv if argv is None else argv)
-    method_flags.load_plugins(argv)
-    define_flags()
-    app.run(main, argv=argv)
+    with errors.one_line(lambda: FLAGS["verbose"].value >= 3 if "verbose" in FLAGS else False):
+        method_flags.load_plugins(argv)
+        define_flags()
+        app.run(main, argv=argv)

@@ -38,8 +38,9 @@ from absl import app, flags, logging
 import numpy as np
 
 import tf_unilth
-from tf_unilth import analysis, callbacks, masks
+from tf_unilth import analysis, callbacks, masks, results
 from tf_unilth._compat import keras
+from tf_unilth.cli import errors
 
 FLAGS = flags.FLAGS
 # The program's flags (recorded in flags.json and stability.json), defined by
@@ -93,7 +94,7 @@ def define_flags():
             "Also test the Uni* masks from the initialization.")
     _define("boolean", "dense_reference", True,
             "Also test the dense network from initialization.")
-    _define("integer", "verbose", 0, "Keras verbosity.")
+    _define("integer", "verbose", 0, "Keras verbosity; 3: an error shows its traceback.")
 
 
 _UNCOMPARED = ("verbose",)  # flags that may change between a run and its resumption
@@ -137,7 +138,7 @@ def _check_flags(values):
         differ = sorted(k for k in set(saved) | set(values) if k not in _UNCOMPARED
                         and saved.get(k) != values.get(k))
         if differ:
-            raise app.UsageError(f"{FLAGS.output_dir} holds a run with other flags "
+            raise errors.UsageError(f"{FLAGS.output_dir} holds a run with other flags "
                                  f"({', '.join(differ)}); use another --output_dir.")
     else:
         _write_json(path, values)
@@ -165,7 +166,7 @@ def lth_rate(sizes, target, rounds, output_layer):
     """Smallest per-round rate (output layer at half) reaching `target` in `rounds`."""
     lo, hi = 0.0, 0.999
     if _lth_sparsity(sizes, hi, rounds, output_layer) < target:
-        raise app.UsageError(f"--lth_rounds={rounds} cannot reach sparsity {target}.")
+        raise errors.UsageError(f"--lth_rounds={rounds} cannot reach sparsity {target}.")
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if _lth_sparsity(sizes, mid, rounds, output_layer) < target else (lo, mid)
@@ -304,7 +305,7 @@ class Run:
     def lth(self, fraction, k):
         piece = f"lth_k{k}"
         record, mask, states = self.search(
-            piece, "lth", Capture(step=k), epochs=FLAGS.epochs, rewind_step=k,
+            piece, "lth", Capture(step=k), epochs_per_round=FLAGS.epochs, rewind_step=k,
             prune_rate=self.prune_rate, rounds=FLAGS.lth_rounds)
         stability = self.stability(piece, "stability", self.model_with(states["theta_k"]), mask,
                                    k, total_steps=self.total_steps)
@@ -421,10 +422,6 @@ def summarize(run, dense, lth, uni):
 
 
 def plot(summary, path):
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
     lth = summary["lth"]
     labels = [f"{100 * e['rewind_fraction']:g}%\n(k={e['rewind_step']})" for e in lth]
     uni_names = [m for m in FLAGS.uni_methods if m in summary]
@@ -432,7 +429,8 @@ def plot(summary, path):
     xs_uni = [len(lth) + 0.6 + i for i in range(len(uni_names))]
     uni_labels = [f"{'UniLTH' if m == 'unilth' else 'UniDLTH'}\n(ep {summary[m]['rewound_to_epoch']})"
                   for m in uni_names]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig = results.figure((15, 4.4))
+    axes = fig.subplots(1, 3)
 
     def copies(entries, key):
         acc = [100 * np.array(e[key]["test_accuracy"]) for e in entries]
@@ -501,7 +499,6 @@ def plot(summary, path):
                  f"({summary['protocol']['T_steps']} iterations)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _flag_names():
@@ -514,7 +511,7 @@ def main(argv):
     _check_flags({name: FLAGS[name].value for name in _flag_names()})
     unknown = set(FLAGS.uni_methods) - {"unilth", "unidlth"}
     if unknown:
-        raise app.UsageError(f"--uni_methods takes unilth and/or unidlth, not {sorted(unknown)}.")
+        raise errors.UsageError(f"--uni_methods takes unilth and/or unidlth, not {sorted(unknown)}.")
     run = Run()
     print(f"Stability sweep on {FLAGS.dataset}/{FLAGS.model}: T = {FLAGS.epochs} epochs = "
           f"{run.total_steps} iterations; LTH {FLAGS.lth_rounds} rounds at "
@@ -537,8 +534,9 @@ def main(argv):
 def run(argv=None):
     """The program: defines the flags and runs `main` (absl parses `argv`,
     default sys.argv)."""
-    define_flags()
-    app.run(main, argv=argv)
+    with errors.one_line(lambda: FLAGS["verbose"].value >= 3 if "verbose" in FLAGS else False):
+        define_flags()
+        app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -49,8 +51,85 @@ PROGRESS_FILE = "progress.json"
 WORKER_TEMP_PREFIX = "workertemp_"  # TensorFlow's name for a non-chief worker's files
 
 
+LOCK_FILE = "LOCK"
+
+
 class ReplayMismatch(RuntimeError):
     """A resumed method did not redo its Python work identically."""
+
+
+class CorruptState(RuntimeError):
+    """No readable snapshot is left in a state directory."""
+
+
+class RunLocked(RuntimeError):
+    """Another live process writes this directory."""
+
+
+class _Unreadable(Exception):
+    """A snapshot whose files cannot be read back."""
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    """One writer per directory: `<directory>/LOCK` holds the writer's pid and
+    host. A lock left by a process that is gone (same host, pid not alive) is
+    taken over, and `taken_over` says whose it was."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, LOCK_FILE)
+        self.taken_over = None
+        self._held = False
+
+    def acquire(self):
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder and holder.get("host") == mine["host"] and \
+                        not _pid_alive(int(holder.get("pid", -1))):
+                    self.taken_over = holder  # its process is gone
+                    os.remove(self.path)
+                    continue
+                when = time.strftime("%Y-%m-%d %H:%M:%S",
+                                     time.localtime((holder or {}).get("since", 0)))
+                raise RunLocked(
+                    f"{os.path.dirname(self.path)} is being written by process "
+                    f"{(holder or {}).get('pid', '?')} on {(holder or {}).get('host', '?')} "
+                    f"(since {when}): one run per directory. Wait for it or stop it, or use "
+                    f"another output directory. (If that process is gone, delete {self.path}.)"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+            self._held = True
+            return self
+        raise RunLocked(f"Could not take the lock {self.path}.")
+
+    def _holder(self):
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def release(self):
+        if self._held:
+            self._held = False
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
 
 
 class Journal:
@@ -66,19 +145,52 @@ class Journal:
         self.temporary = directory is None
         self.root = directory or tempfile.mkdtemp(prefix="tf_unilth_state_")
         self.worker = None if self.temporary else worker
+        self.notes = []  # what a resume had to work around, for the search to say
         if self.worker is None:
             self.directory = self.root
             os.makedirs(self.directory, exist_ok=True)
         else:
             self.directory = os.path.join(self.root, f"{WORKER_TEMP_PREFIX}{self.worker}")
             _copy_chief_state(self.root, self.directory)
-        path = os.path.join(self.directory, PROGRESS_FILE)
-        self.progress = {"fits": {}, "rounds": [], "starts": {}}
-        if os.path.exists(path):
-            with open(path) as f:
-                self.progress = json.load(f)
-            self.progress.setdefault("starts", {})
+        self.lock = Lock(self.directory).acquire()
+        if self.lock.taken_over:
+            self.notes.append(f"The lock of {self.directory} was left by process "
+                              f"{self.lock.taken_over.get('pid')}, which is gone; taken over.")
+        try:
+            self.progress = self._read_progress()
+        except BaseException:
+            self.lock.release()
+            raise
+        self.progress.setdefault("starts", {})
         self.resumed = bool(self.progress["fits"] or self.progress["rounds"])
+
+    def _read_progress(self):
+        """progress.json, or the copy of its previous version when it cannot be
+        read; an empty state when neither exists and no snapshot was taken."""
+        path = os.path.join(self.directory, PROGRESS_FILE)
+        for candidate in (path, path + ".prev"):
+            if not os.path.exists(candidate):
+                continue
+            try:
+                with open(candidate) as f:
+                    progress = json.load(f)
+                if not isinstance(progress, dict) or "fits" not in progress:
+                    raise ValueError("not a progress record")
+            except (OSError, ValueError) as e:
+                self.notes.append(f"{candidate} cannot be read ({type(e).__name__}: {e}); "
+                                  "trying the copy of its previous version.")
+                continue
+            if candidate != path:
+                self.notes.append(f"Resuming from {candidate} (the previous version of "
+                                  f"{PROGRESS_FILE}): at most one epoch is trained again.")
+            return progress
+        checkpoints = os.path.join(self.directory, "checkpoints")
+        if os.path.isdir(checkpoints) and os.listdir(checkpoints):
+            raise CorruptState(
+                f"{self.directory} holds snapshots but no readable {PROGRESS_FILE} (deleted or "
+                "damaged), so it cannot say where the search was. Start again with --restart "
+                "(or delete the directory), or put the file back.")
+        return {"fits": {}, "rounds": [], "starts": {}}
 
     def subdirectory(self, name):
         """A directory of this state (it survives a restart unless the state is
@@ -95,6 +207,11 @@ class Journal:
     def partial_fit(self, index):
         entry = self.progress["fits"].get(str(index))
         return entry["snapshot"] if entry and not entry["done"] else None
+
+    def previous(self, index):
+        """The snapshot before fit `index`'s latest one (one epoch earlier), or None."""
+        entry = self.progress["fits"].get(str(index))
+        return entry.get("previous") if entry else None
 
     @property
     def rounds(self):
@@ -147,11 +264,19 @@ class Journal:
             np.savez(prefix + ".arrays.npz", **arrays)
             snapshot["arrays"] = os.path.relpath(prefix + ".arrays.npz", self.directory)
         old = self.progress["fits"].get(str(index))
-        self.progress["fits"][str(index)] = {"done": done, "snapshot": snapshot}
+        # The snapshot before stays too: if this one cannot be read back, a
+        # resume falls back to it (one epoch earlier).
+        previous = old["snapshot"] if old else None
+        if previous is not None and previous["checkpoint"] == snapshot["checkpoint"]:
+            previous = old.get("previous")
+        self.progress["fits"][str(index)] = {"done": done, "snapshot": snapshot,
+                                             "previous": previous}
         self.progress["rounds"] = list(search_state["rounds"])
         self._write()
-        if old and old["snapshot"]["checkpoint"] != snapshot["checkpoint"]:
-            self._remove(old["snapshot"])
+        keep = {snapshot["checkpoint"], previous and previous["checkpoint"]}
+        for stale in (old or {}).get("previous"), (old or {}).get("snapshot"):
+            if stale is not None and stale["checkpoint"] not in keep:
+                self._remove(stale)
 
     def save_rounds(self, rounds):
         self.progress["rounds"] = list(rounds)
@@ -161,24 +286,64 @@ class Journal:
         del self.progress["rounds"][count:]
 
     def restore(self, snapshot, model, callbacks):
-        """Puts the model, its optimizer and the callbacks back to `snapshot`."""
+        """Puts the model, its optimizer and the callbacks back to `snapshot`;
+        `_Unreadable` when its files cannot be read back (nothing is left half
+        restored then that restoring another snapshot would not overwrite)."""
         wrapper_lib.link_optimizer(model)  # slots must exist to be restored into
-        _checkpoint(model).read(
-            os.path.join(self.directory, snapshot["checkpoint"])).assert_existing_objects_matched()
+        path = os.path.join(self.directory, snapshot["checkpoint"])
         arrays = {}
-        if snapshot.get("arrays"):
-            with np.load(os.path.join(self.directory, snapshot["arrays"])) as f:
-                arrays = dict(f)
+        reading = f"{path}.index and .data-*"  # the files read, for the message
+        try:
+            _checkpoint(model).read(path).assert_existing_objects_matched()
+            if snapshot.get("arrays"):
+                reading = os.path.join(self.directory, snapshot["arrays"])
+                with np.load(reading) as f:
+                    arrays = dict(f)
+        except (tf.errors.OpError, ValueError, IndexError, OSError, EOFError, KeyError,
+                AssertionError, zipfile.BadZipFile) as e:
+            raise _Unreadable(f"{reading} ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from e
         states = snapshot["callbacks"]
         for key, cb in keyed_callbacks(callbacks).items():
             if key in states:
                 set_callback_state(cb, _from_json(states[key], arrays))
 
+    def restore_readable(self, index, snapshot, model, callbacks, say):
+        """`restore(snapshot)`, or, if its files cannot be read, the snapshot
+        before it (said with `say`); returns the snapshot restored. Raises
+        CorruptState when no snapshot of the fit can be read."""
+        try:
+            self.restore(snapshot, model, callbacks)
+            return snapshot
+        except _Unreadable as first:
+            previous = self.previous(index)
+            if previous is None:
+                raise CorruptState(
+                    f"The snapshot {first} cannot be read and no earlier one of this fit is "
+                    "kept. Start again with --restart (or delete the state directory).") from None
+            say(f"The snapshot {first} cannot be read; falling back to the one before it "
+                f"(fit {index + 1}, after epoch {previous['epoch'] + 1}): that epoch is trained "
+                "again.")
+            try:
+                self.restore(previous, model, callbacks)
+            except _Unreadable as second:
+                raise CorruptState(
+                    f"No snapshot of fit {index + 1} can be read ({first}; {second}). Start "
+                    "again with --restart (or delete the state directory).") from None
+            entry = self.progress["fits"][str(index)]
+            entry.update({"done": False, "snapshot": previous, "previous": None})
+            return previous
+
     def _write(self):
         path = os.path.join(self.directory, PROGRESS_FILE)
-        with open(path + ".tmp", "w") as f:
+        tmp = f"{path}.{os.getpid()}.tmp"  # no two writers share a temporary name
+        with open(tmp, "w") as f:
             json.dump(self.progress, f)
-        os.replace(path + ".tmp", path)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            shutil.copyfile(path, path + ".prev")  # the version before, for a bad write
+        os.replace(tmp, path)
 
     def _remove(self, snapshot):
         prefix = os.path.join(self.directory, snapshot["checkpoint"])
@@ -188,7 +353,9 @@ class Journal:
                 os.remove(os.path.join(folder, name))
 
     def cleanup(self):
-        """Removes a temporary state, or a non-chief worker's copy; keeps the chief's."""
+        """Releases the lock; removes a temporary state, or a non-chief worker's
+        copy (the chief's stays, to resume or to be removed by its owner)."""
+        self.lock.release()
         if self.temporary or self.worker is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -201,7 +368,7 @@ def _copy_chief_state(chief, mine):
         return
     for name in os.listdir(chief):
         source = os.path.join(chief, name)
-        if name.startswith(WORKER_TEMP_PREFIX) or name.endswith(".tmp"):
+        if name.startswith(WORKER_TEMP_PREFIX) or name.endswith(".tmp") or name == LOCK_FILE:
             continue
         if os.path.isdir(source):
             shutil.copytree(source, os.path.join(mine, name))
@@ -227,6 +394,7 @@ class SaveProgress(keras.callbacks.Callback):
             if resume_from else {}
         self.last_epoch = None
         self._start = None
+        self.diverged = None  # why the last epoch diverged, if it did
 
     def on_train_begin(self, logs=None):
         if self.resume_from is not None:
@@ -246,7 +414,8 @@ class SaveProgress(keras.callbacks.Callback):
         self.last_epoch = epoch
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
-        if not math.isfinite(float(logs.get("loss", 0.0))):
+        self.diverged = self.search.divergence(self.model, logs)
+        if self.diverged:
             # Never keep a diverged state; stop (the trainer restores the last
             # good snapshot). Checked once an epoch: no per-batch Python hook.
             self.model.stop_training = True

@@ -15,6 +15,7 @@ class RoundLog:
         self.epochs = 0
         self.steps = 0
         self.seconds = 0.0
+        self.first_data_loss = None  # the search's first epoch: the divergence yardstick
 
     def add_epoch(self, steps, seconds):
         self.epochs += 1
@@ -23,11 +24,12 @@ class RoundLog:
 
     def get_state(self):
         return {"epochs": self.epochs, "steps": self.steps, "seconds": self.seconds,
-                "rounds": list(self.rounds)}
+                "rounds": list(self.rounds), "first_data_loss": self.first_data_loss}
 
     def set_state(self, state):
         self.epochs, self.steps = state["epochs"], state["steps"]
         self.seconds, self.rounds = state["seconds"], list(state["rounds"])
+        self.first_data_loss = state.get("first_data_loss")
 
     def make(self, round_index, sparsity, val, test, epochs=None, steps=None, seconds=None,
              **extra):

@@ -22,6 +22,12 @@ from tf_unilth.engine.execution import AUTO, Execution
 OPTIMIZERS = ("adam", "sgd", "momentum", "rmsprop")
 # Chosen on MNIST validation accuracy of dense LeNet-300-100 (docs/ALGORITHMS.md).
 DEFAULT_LEARNING_RATE = 6e-4
+# An epoch whose data loss (the loss without penalties) exceeds this times the
+# search's first epoch's, and this times a chance-level loss (ln classes),
+# diverged: handled like a non-finite loss. The first epoch's own mean counts
+# at most this times chance, so a run that blows up within its first epoch
+# (a learning rate of 1e6) is caught there, not taken as the reference.
+DIVERGENCE_FACTOR = 10.0
 
 
 def make_optimizer(name, learning_rate):
@@ -47,6 +53,9 @@ def fresh_optimizer(optimizer, learning_rate=None):
         config = optimizer.get_config()
         if learning_rate is not None:
             config["learning_rate"] = learning_rate
+        rate = config.get("learning_rate")
+        if isinstance(rate, (int, float)) and rate <= 0:
+            raise ValueError(f"The optimizer's learning rate must be > 0, got {rate}.")
         return type(optimizer).from_config(config)
     raise TypeError(f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or a tf_keras "
                     f"optimizer, got {type(optimizer).__name__}.")
@@ -85,17 +94,52 @@ class Trainer:
         self.in_fit = False
         self._evaluations = {}  # (split, model state) -> {"loss", "accuracy"}
 
-    def compile(self, model, learning_rate=None):
+    def compile(self, model, learning_rate=None, for_training=True):
+        """Compiles `model` with the search's loss, metrics and a fresh
+        optimizer; for training, with a `data_loss` metric too (the loss
+        without penalties: what tells a divergence from a growing penalty)."""
         check_model(model)
-        loss = self.loss
-        if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(
-                from_logits=not outputs_probabilities(model))
-        with self.strategy.scope():
+        with self.strategy.scope():  # metrics are variables: made in the model's scope
+            loss, data_loss = self.loss, None
+            if loss is None:
+                from_logits = not outputs_probabilities(model)
+                loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+                data_loss = keras.metrics.SparseCategoricalCrossentropy(
+                    from_logits=from_logits, name="data_loss")
+            elif for_training:
+                data_loss = keras.metrics.MeanMetricWrapper(loss, name="data_loss")
+            metrics = list(self.metrics) if self.metrics else ["accuracy"]
+            if for_training:
+                metrics.append(data_loss)
             model.compile(fresh_optimizer(self.optimizer, learning_rate or self.learning_rate),
-                          loss, metrics=list(self.metrics) if self.metrics else ["accuracy"],
-                          **self.execution.compile_kwargs())
+                          loss, metrics=metrics, **self.execution.compile_kwargs())
         return model
+
+    def divergence(self, model, logs):
+        """Why the epoch that gave `logs` diverged (None if it did not): a
+        non-finite loss or weight, or a data loss DIVERGENCE_FACTOR times the
+        first epoch's and a chance-level loss."""
+        loss = float(logs.get("loss", 0.0))
+        if not math.isfinite(loss):
+            return f"the training loss became {loss}"
+        data = logs.get("data_loss")
+        if data is not None:
+            data = float(data)
+            if self.log.first_data_loss is None:
+                self.log.first_data_loss = data
+            classes = max(2, int(model.outputs[0].shape[-1] or 2))
+            chance = math.log(classes)
+            reference = min(self.log.first_data_loss, DIVERGENCE_FACTOR * chance)
+            bound = DIVERGENCE_FACTOR * max(reference, chance)
+            if not math.isfinite(data) or data > bound:
+                return (f"the training loss (without penalties) rose to {data:.4g}, over "
+                        f"{bound:.4g} ({DIVERGENCE_FACTOR:g}x the larger of the first epoch's "
+                        f"{min(self.log.first_data_loss, DIVERGENCE_FACTOR * chance):.4g} (at "
+                        f"most {DIVERGENCE_FACTOR:g}x chance) and a chance-level {chance:.3g})")
+        for variable in model.trainable_variables:
+            if not np.all(np.isfinite(variable.numpy())):
+                return f"weight {variable.name} is not finite"
+        return None
 
     def fit(self, model, epochs, callbacks=(), initial_epoch=0, validate=True):
         """model.fit on the training data, resumable (see `engine.journal`).
@@ -109,12 +153,16 @@ class Trainer:
         callbacks = list(callbacks) + self.extra_callbacks
         keras.callbacks.CallbackList(callbacks, model=model)  # set_model on each
         self.journal.check_replay(index, model, len(self.log.rounds))
-        snapshot = self.journal.finished_fit(index)
-        partial = self.journal.partial_fit(index)
+        snapshot = self.journal.finished_fit(index) or self.journal.partial_fit(index)
+        if snapshot is not None:  # read back now: an unreadable one falls back a snapshot
+            snapshot = self.journal.restore_readable(index, snapshot, model, callbacks,
+                                                     self.print)
+        finished, partial = (snapshot, None) if snapshot is not None and \
+            self.journal.finished_fit(index) is snapshot else (None, snapshot)
         if partial is not None and (partial["stop_training"] or partial["epoch"] + 1 >= epochs):
-            snapshot = partial  # it had ended; only its end snapshot was missing
-        if snapshot is not None:
-            self.journal.restore(snapshot, model, callbacks)
+            finished = partial  # it had ended; only its end snapshot was missing
+        if finished is not None:
+            snapshot = finished
             self.log.set_state(snapshot["session"])
             if snapshot is partial:
                 self.journal.save(index, model, callbacks, self.log.get_state(),
@@ -151,9 +199,8 @@ class Trainer:
         finally:
             self.in_fit, self._saver = False, None
             self.lines.release()
-        losses = saver.history.get("loss", [])
-        if losses and not math.isfinite(losses[-1]):
-            self._diverged(index, model, callbacks, losses[-1])
+        if saver.diverged:
+            self._diverged(index, model, callbacks, saver.diverged)
         self.journal.save(index, model, callbacks, self.log.get_state(), saver.history,
                           saver.last_epoch if saver.last_epoch is not None else initial_epoch - 1,
                           done=True)
@@ -182,18 +229,17 @@ class Trainer:
         distribute.check_same(self.strategy, [digest, rounds, self.log.epochs, self.log.steps],
                               f"the masks and rounds after {when}")
 
-    def _diverged(self, index, model, callbacks, loss):
+    def _diverged(self, index, model, callbacks, reason):
         good = self.journal.partial_fit(index) or self.journal.last_good()
         if good is None:
-            where = "no epoch had finished with a finite loss, so there is no good state"
+            where = "no epoch had finished without diverging, so there is no good state"
         else:
-            self.journal.restore(good, model, callbacks)
+            self.journal.restore(good, model, callbacks)  # written by this attempt
             where = (f"the model was put back to its last good state (end of epoch "
                      f"{good['epoch'] + 1}), kept in {self.journal.directory}")
         raise FloatingPointError(
-            f"Training loss became {loss} (not finite); training stopped and {where}. "
-            "Lower the learning rate (or lambda_max) and start again with a new output "
-            "directory.")
+            f"Training diverged: {reason}; training stopped and {where}. Lower the learning "
+            "rate (or lambda_max) and start again with a new output directory.")
 
     def evaluate(self, model, split):
         """{"loss", "accuracy"} of `model` on a split; a model in a state already

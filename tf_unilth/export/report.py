@@ -33,6 +33,7 @@ import tempfile
 import numpy as np
 
 from tf_unilth._compat import check_model
+from tf_unilth import masks
 from tf_unilth.export import conversion, flatbuffer, interpreter, timing
 from tf_unilth.export.interpreter import RESOLVER_BUILTIN, RESOLVER_DEFAULT
 
@@ -192,7 +193,6 @@ def to_tflite(model, path, sparse=True, quantize=None, *, prefer="speed", sample
     check_model(model)
     model, stripped = conversion.strip_wrappers(model)
     # Local import: ticket imports the methods, which export does not need otherwise.
-    from tf_unilth.ticket import ticket_sparsity  # pylint: disable=import-outside-toplevel
 
     content = conversion.convert(model, sparse=sparse, quantize=quantize)
     reencoded = 0
@@ -201,6 +201,10 @@ def to_tflite(model, path, sparse=True, quantize=None, *, prefer="speed", sample
     directory = os.path.dirname(os.path.abspath(path))
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".tflite.tmp", delete=False) as f:
         f.write(content)
+    # The mode any other file gets (a temporary file is created 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)
     os.replace(f.name, path)
     dense = (conversion.convert(model, sparse=False, quantize=quantize)
              if (compare_dense and sparse) else (content if not sparse else None))
@@ -230,7 +234,7 @@ def to_tflite(model, path, sparse=True, quantize=None, *, prefer="speed", sample
             (diff, scale, relative, agreement), resolver, passed = stats2, RESOLVER_BUILTIN, passed2
     report = ExportReport(
         path=path, sparse=sparse, quantize=quantize or "float32", size_bytes=len(content),
-        stripped=stripped, model_sparsity=ticket_sparsity(model),
+        stripped=stripped, model_sparsity=masks.zeros_mask(model).sparsity,
         encoded=flatbuffer.inspect_tflite(content),
         resolver=resolver, fallback_reason=reason, check_inputs=what, check_examples=len(x),
         prefer=prefer, reencoded=reencoded,

@@ -1,0 +1,296 @@
+"""Fault campaign on the command line: kill -9 at random instants, damaged
+state, bad input; does every search end as the uninterrupted one did?
+
+For each method, one uninterrupted reference run, then `--trials` runs each
+killed (SIGKILL, its whole process group) at a uniformly random instant of the
+reference's wall time and started again with the same command until it
+finishes. A trial passes when the resumed run's final numbers, masks digest
+and round records (times aside) equal the reference's, and no round printed by
+a killed attempt was trained again (every such round is printed "(restored)"
+with the same numbers). Then the damaged-state variants (a killed run whose
+newest snapshot's `.data` is truncated, its `.index` emptied, `progress.json`
+truncated or deleted) must resume to the same end or stop with a one-line
+error naming `--restart`; and bad command lines must stop with one `error:`
+line before any file is written.
+
+    python benchmarks/fault_campaign.py --data_dir=$TFDS_DATA_DIR
+
+Writes results/fault_campaign.json. Every process runs under `--lock`
+(flock), so it shares the machine's cores with other benchmarks in turn.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", os.environ.get("TFDS_DATA_DIR"), "TFDS data dir with mnist.")
+flags.DEFINE_list("methods", ["lth", "unilth", "dlth", "unidlth"], "Methods to kill.")
+flags.DEFINE_integer("trials", 8, "Killed runs per method.")
+flags.DEFINE_integer("seed", 0, "Seed of the kill instants.")
+flags.DEFINE_string("work_dir", os.path.join(os.path.dirname(__file__), "runs", "fault_campaign"),
+                    "Run directories (removed and recreated).")
+flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
+                                           "fault_campaign.json"), "The JSON written.")
+flags.DEFINE_string("lock", "/tmp/tf_unilth_bench.lock", "flock file serializing the runs "
+                    "with other benchmarks ('' for none).")
+
+COMMON = ["--train_limit=3000", "--validation_size=600", "--test_limit=1000", "--batch_size=60",
+          "--deterministic", "--verbose=0", "--target_sparsity=0.8"]
+METHODS = {
+    "lth": ["--method=lth", "--epochs_per_round=2", "--prune_rate=0.5"],
+    "unilth": ["--method=unilth", "--epochs=16", "--patience=2"],
+    "dlth": ["--method=dlth", "--epochs=8", "--reg_epochs=4"],
+    "unidlth": ["--method=unidlth", "--epochs=16", "--patience=2"],
+}
+TIME_KEYS = ("wall_seconds", "seconds")
+ROUND_LINE = re.compile(r"^round\s+(\d+) \|.*?\|.*?\|(.*)$")
+
+
+def _command(method, out):
+    return [sys.executable, "-u", "-m", "tf_unilth", "find-ticket", *COMMON, *METHODS[method],
+            f"--data_dir={FLAGS.data_dir}", f"--output_dir={out}"]
+
+
+def _locked(cmd):
+    return ["flock", FLAGS.lock, *cmd] if FLAGS.lock else cmd
+
+
+def _run(cmd, kill_after=None):
+    """Runs `cmd`; with kill_after, SIGKILLs it (its process group) that many
+    seconds after it started training, if still running. Returns (killed,
+    returncode, stdout, stderr, seconds)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.time()
+    proc = subprocess.Popen(_locked(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    if kill_after is None:
+        out, err = proc.communicate()
+        return False, proc.returncode, out, err, time.time() - start
+    try:
+        out, err = proc.communicate(timeout=kill_after)
+        return False, proc.returncode, out, err, time.time() - start
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return True, proc.returncode, out, err, time.time() - start
+
+
+def _rounds_printed(stdout):
+    """{round: the line's numbers} of the round lines, and which were restored."""
+    printed, restored = {}, set()
+    for line in stdout.splitlines():
+        m = ROUND_LINE.match(line.strip())
+        if m:
+            body = line.split("|")[1:4]  # sparsity, val, test: the numbers that must not move
+            printed[int(m.group(1))] = " | ".join(p.strip() for p in body)
+            if line.rstrip().endswith("(restored)"):
+                restored.add(int(m.group(1)))
+    return printed, restored
+
+
+def _results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        r = json.load(f)
+    rounds = [{k: v for k, v in rec.items() if k not in TIME_KEYS} for rec in r["rounds"]]
+    return {"final": r["final"], "digest": (r.get("distribution") or {}).get("masks_digest"),
+            "rounds": rounds}
+
+
+def _finish(cmd, attempts, limit=6):
+    """Starts `cmd` again until it exits; returns the attempts' records."""
+    for _ in range(limit):
+        _, code, out, err, seconds = _run(cmd)
+        attempts.append({"killed": False, "returncode": code, "seconds": round(seconds, 1),
+                         "stdout": out, "stderr_tail": err[-800:]})
+        if code == 0 or code is None:
+            return
+        if code != 0:
+            return
+
+
+def _compare(method, reference, out, attempts):
+    """The trial's verdict against the reference."""
+    verdict = {"finished": attempts[-1]["returncode"] == 0}
+    if not verdict["finished"]:
+        verdict["error"] = attempts[-1]["stderr_tail"]
+        return verdict
+    got = _results(out)
+    verdict["same_final"] = got["final"] == reference["final"]
+    verdict["same_digest"] = got["digest"] == reference["digest"]
+    verdict["same_rounds"] = got["rounds"] == reference["rounds"]
+    # A round printed by a killed attempt must come back restored, unchanged.
+    redone = []
+    seen = {}
+    for attempt in attempts:
+        printed, restored = _rounds_printed(attempt["stdout"])
+        for r, numbers in printed.items():
+            if r in seen and (r not in restored or numbers != seen[r]):
+                redone.append(r)
+            seen.setdefault(r, numbers)
+    verdict["rounds_redone"] = sorted(set(redone))
+    verdict["ok"] = (verdict["same_final"] and verdict["same_digest"] and verdict["same_rounds"]
+                     and not redone)
+    return verdict
+
+
+def _snapshot_files(state):
+    with open(os.path.join(state, "progress.json")) as f:
+        progress = json.load(f)
+    if not progress.get("fits"):
+        return None
+    latest = progress["fits"][str(max(int(i) for i in progress["fits"]))]
+    prefix = os.path.join(state, latest["snapshot"]["checkpoint"])
+    folder = os.path.dirname(prefix)
+    data = [os.path.join(folder, f) for f in os.listdir(folder)
+            if f.startswith(os.path.basename(prefix) + ".data")]
+    return prefix + ".index", data
+
+
+def _damage(state, how):
+    files = _snapshot_files(state) if how in ("truncate_data", "empty_index") else None
+    if how == "truncate_data":
+        for path in files[1]:
+            with open(path, "r+b") as f:
+                f.truncate(max(0, os.path.getsize(path) // 2))
+    elif how == "empty_index":
+        open(files[0], "w").close()
+    elif how == "truncate_progress":
+        path = os.path.join(state, "progress.json")
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    elif how == "delete_progress":
+        os.remove(os.path.join(state, "progress.json"))
+
+
+def _kill_trials(method, reference, seconds, rng):
+    trials = []
+    for t in range(FLAGS.trials):
+        out = os.path.join(FLAGS.work_dir, f"{method}_kill{t}")
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = _command(method, out)
+        at = rng.uniform(0.15, 0.95) * seconds
+        killed, code, stdout, err, took = _run(cmd, kill_after=at)
+        attempts = [{"killed": killed, "returncode": code, "seconds": round(took, 1),
+                     "stdout": stdout, "stderr_tail": err[-800:]}]
+        if killed:
+            _finish(cmd, attempts)
+        verdict = _compare(method, reference, out, attempts)
+        trials.append({"trial": t, "kill_at_seconds": round(at, 1), "killed": killed,
+                       "attempts": len(attempts), **verdict,
+                       "notes": [line for a in attempts for line in a["stdout"].splitlines()
+                                 if "snapshot" in line.lower() or "lock" in line.lower()]})
+        print(f"{method} kill {t}: at {at:.1f} s, killed={killed}, ok={verdict.get('ok')}",
+              flush=True)
+    return trials
+
+
+def _damage_trials(method, reference, seconds):
+    trials = []
+    for how in ("truncate_data", "empty_index", "truncate_progress", "delete_progress"):
+        out = os.path.join(FLAGS.work_dir, f"{method}_{how}")
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = _command(method, out)
+        killed, code, stdout, err, _ = _run(cmd, kill_after=0.7 * seconds)
+        entry = {"damage": how, "killed": killed}
+        state = os.path.join(out, "state")
+        if not killed or not os.path.exists(os.path.join(state, "progress.json")):
+            entry["skipped"] = "no state to damage (the run ended or had not snapshotted)"
+            trials.append(entry)
+            continue
+        try:
+            _damage(state, how)
+        except (TypeError, OSError) as e:
+            entry["skipped"] = f"nothing to damage: {e}"
+            trials.append(entry)
+            continue
+        attempts = [{"killed": True, "returncode": code, "stdout": stdout, "stderr_tail": ""}]
+        _finish(cmd, attempts)
+        verdict = _compare(method, reference, out, attempts)
+        said = [line for line in attempts[-1]["stdout"].splitlines() + attempts[-1][
+            "stderr_tail"].splitlines() if "snapshot" in line.lower() or "progress" in line.lower()
+            or line.startswith("error:")]
+        one_line = (not verdict["finished"] and "Traceback" not in verdict.get("error", "")
+                    and "--restart" in verdict.get("error", ""))
+        entry.update(verdict, said=said, clear_error=one_line,
+                     ok=verdict.get("ok", False) or one_line)
+        trials.append(entry)
+        print(f"{method} {how}: ok={entry['ok']} ({'resumed' if verdict['finished'] else 'error'})",
+              flush=True)
+    return trials
+
+
+BAD_COMMANDS = {
+    "dlth finetune_epochs=0": ["--method=dlth", "--epochs=4", "--finetune_epochs=0"],
+    "lth rounds=0": ["--method=lth", "--rounds=0"],
+    "negative learning rate": ["--method=dense", "--epochs=1", "--learning_rate=-0.1"],
+    "negative patience": ["--method=unilth", "--patience=-1"],
+    "prune_rate 1.5": ["--method=lth", "--prune_rate=1.5"],
+    "epochs 0": ["--method=dense", "--epochs=0"],
+    "target_sparsity 1": ["--method=lth", "--target_sparsity=1"],
+    "unknown method": ["--method=nope"],
+    "batch_size 0": ["--method=dense", "--batch_size=0"],
+}
+
+
+def _bad_inputs():
+    found = []
+    for name, flags_ in BAD_COMMANDS.items():
+        out = os.path.join(FLAGS.work_dir, "bad_input")
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "tf_unilth", "find-ticket", f"--data_dir={FLAGS.data_dir}",
+               "--train_limit=600", f"--output_dir={out}", *flags_]
+        _, code, _, err, _ = _run(cmd)
+        errors = [line for line in err.splitlines() if line.startswith("error:")
+                  or line.startswith("FATAL Flags parsing error")]
+        found.append({"case": name, "returncode": code, "error": errors[:1],
+                      "traceback": "Traceback" in err, "wrote_files": os.path.exists(out),
+                      "ok": code not in (0, None) and len(errors) == 1
+                      and "Traceback" not in err and not os.path.exists(out)})
+        print(f"bad input {name}: {found[-1]['error']}", flush=True)
+    return found
+
+
+def main(argv):
+    del argv
+    rng = random.Random(FLAGS.seed)
+    shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
+    os.makedirs(FLAGS.work_dir)
+    report = {"common_flags": COMMON, "method_flags": METHODS, "methods": {}}
+    for method in FLAGS.methods:
+        out = os.path.join(FLAGS.work_dir, f"{method}_reference")
+        _, code, stdout, err, seconds = _run(_command(method, out))
+        if code != 0:
+            raise RuntimeError(f"The reference {method} run failed:\n{err[-2000:]}")
+        reference = _results(out)
+        print(f"{method} reference: {seconds:.1f} s, final {reference['final']}", flush=True)
+        kills = _kill_trials(method, reference, seconds, rng)
+        damaged = _damage_trials(method, reference, seconds)
+        report["methods"][method] = {
+            "reference_seconds": round(seconds, 1), "reference_final": reference["final"],
+            "kill_trials": len(kills), "killed": sum(t["killed"] for t in kills),
+            "kills_ok": sum(bool(t.get("ok")) for t in kills if t["killed"]),
+            "kills": kills, "damaged": damaged}
+    report["bad_inputs"] = _bad_inputs()
+    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump(report, f, indent=1)
+    for method, r in report["methods"].items():
+        print(f"{method}: {r['killed']}/{r['kill_trials']} killed, {r['kills_ok']} resumed "
+              f"to the reference; damaged: "
+              f"{sum(bool(d.get('ok')) for d in r['damaged'])}/{len(r['damaged'])} ok")
+    print(f"bad inputs: {sum(b['ok'] for b in report['bad_inputs'])}/"
+          f"{len(report['bad_inputs'])} one clear line, nothing written")
+    print(f"Wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
