@@ -11,7 +11,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 from tf_unilth import models
 from tf_unilth._compat import keras, tf
 
-ALL = ("conv2", "conv4", "conv6", "lenet300_100", "resnet20", "vgg16")
+ALL = ("conv2", "conv4", "conv6", "lenet300_100", "resmlp", "resnet20", "vgg16")
 MNIST, CIFAR = (28, 28, 1), (32, 32, 3)
 
 
@@ -52,6 +52,11 @@ def resnet20_formula(channels, classes):
     return total + dense(64, classes)
 
 
+def resmlp_formula(n_in, classes, width=256):
+    # fc_in, 2 blocks of two Dense(width, width), the logits.
+    return dense(n_in, width) + 2 * 2 * dense(width, width) + dense(width, classes)
+
+
 def vgg16_formula(channels, classes):
     total, c = 0, channels
     for f in (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512):
@@ -78,6 +83,9 @@ EXPECTED = {
     ("conv4", CIFAR, 10): 2_425_930,
     ("conv6", MNIST, 10): 2_261_450,
     ("conv6", CIFAR, 10): 2_262_602,
+    ("resmlp", MNIST, 10): 466_698,
+    ("resmlp", CIFAR, 10): 1_052_426,
+    ("resmlp", CIFAR, 100): 1_075_556,
     ("resnet20", MNIST, 10): 272_186,
     ("resnet20", CIFAR, 10): 272_474,
     ("resnet20", CIFAR, 100): 278_324,
@@ -107,6 +115,8 @@ def test_hard_coded_counts_agree_with_formulas():
             f = dense(int(np.prod(shape)), 300) + dense(300, 100) + dense(100, classes)
         elif name in PLANS:
             f = frankle_carbin_conv(PLANS[name], shape, classes)
+        elif name == "resmlp":
+            f = resmlp_formula(int(np.prod(shape)), classes)
         elif name == "resnet20":
             f = resnet20_formula(shape[-1], classes)
         else:
@@ -351,3 +361,56 @@ def test_prunable_with_tfmot(name):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         pruned.fit(x, np.array([0, 1]), epochs=1, verbose=0,
                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+
+
+# ------------------------------------------------------------------ resmlp
+def test_resmlp_layers_and_skips():
+    model = models.build("resmlp", MNIST, 10, seed=0)
+    assert [l.name for l in model.layers] == [
+        "input", "flatten", "fc_in",
+        "block1_fc1", "block1_fc2", "block1_add", "block1_relu",
+        "block2_fc1", "block2_fc2", "block2_add", "block2_relu", "output"]
+    assert model.get_layer("block1_fc1").activation is keras.activations.relu
+    assert model.get_layer("block1_fc2").activation is keras.activations.linear
+    # Each add sums the block's input (skip) and its second Dense.
+    add = model.get_layer("block2_add")
+    inbound = {layer.name for layer in add.inbound_nodes[0].inbound_layers}
+    assert inbound == {"block1_relu", "block2_fc2"}
+    # The skip is real: with the blocks' second kernels and biases at zero the
+    # network is fc_in -> relu -> relu -> output.
+    x = np.random.default_rng(1).random((3,) + MNIST, dtype=np.float32)
+    for b in (1, 2):
+        layer = model.get_layer(f"block{b}_fc2")
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    h = np.maximum(x.reshape(3, -1) @ model.get_layer("fc_in").kernel.numpy(), 0)
+    expected = h @ model.get_layer("output").kernel.numpy()
+    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_resmlp_flat_input_and_count():
+    model = models.build("resmlp", (784,), 10, seed=0)
+    assert models.count_params(model) == 466_698
+    assert model(np.zeros((2, 784), np.float32)).shape == (2, 10)
+
+
+def test_resmlp_prunable_with_tf_unilth_wrapper():
+    import tf_unilth
+    from tf_unilth import masks, wrapper
+
+    model = models.build("resmlp", MNIST, 10, seed=0)
+    pruned = tf_unilth.prune(model)
+    wrapped = [l.layer.name for l in wrapper.wrappers(pruned)]
+    assert wrapped == ["fc_in", "block1_fc1", "block1_fc2", "block2_fc1", "block2_fc2",
+                       "output"]
+    assert models.count_params(pruned) == models.count_params(model)
+    x = np.random.default_rng(0).random((2,) + MNIST, dtype=np.float32)
+    np.testing.assert_allclose(pruned(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    # A mask set through the library removes weights; the stripped ticket is a
+    # plain tf_keras model with those weights exactly 0.
+    selection = masks.magnitude_layerwise(pruned, 0.5)
+    masks.set_masks(pruned, selection)
+    ticket = tf_unilth.strip(pruned)
+    assert not any(isinstance(l, PruneLowMagnitude) for l in ticket.layers)
+    kernel = ticket.get_layer("block1_fc2").kernel.numpy()
+    assert 0.45 < np.mean(kernel == 0) < 0.55
+    assert ticket(x).shape == (2, 10)

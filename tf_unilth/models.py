@@ -10,6 +10,9 @@ Built-in networks:
   Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (MNIST).
 * ``conv2``, ``conv4``, ``conv6`` -- the VGG-like CIFAR-10 nets of Frankle &
   Carbin 2019, Fig. 2.
+* ``resmlp`` -- a residual MLP (ours, for the second model family of issue
+  #16): Dense 256, two residual blocks of Dense 256 relu -> Dense 256 plus the
+  identity, relu, then the logits.
 * ``resnet20`` -- the CIFAR ResNet of He et al., "Deep Residual Learning",
   CVPR 2016 (OpenLTH's ``cifar_resnet_20``).
 * ``vgg16`` -- the CIFAR VGG-16 of OpenLTH (``cifar_vgg_16``; Simonyan &
@@ -366,3 +369,37 @@ def vgg16(input_shape, num_classes, initializer_seed):
         bias_initializer=_zeros(), name=OUTPUT_LAYER,
     )(x)
     return keras.Model(inputs, outputs, name="vgg16")
+
+
+@register("resmlp")
+def resmlp(input_shape, num_classes, initializer_seed):
+    """A residual MLP (ours; issue #16's second model family): Flatten, Dense
+    256 relu (`fc_in`), two residual blocks `block{b}` of `block{b}_fc1`
+    (Dense 256 relu) -> `block{b}_fc2` (Dense 256) + the block's input
+    (`block{b}_add`), relu (`block{b}_relu`), then the logits `output`. Glorot
+    normal, zero biases. 466,698 parameters for (28, 28, 1) and 10 classes."""
+    seeds = _Seeds(initializer_seed)
+    width = 256
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(
+        width, activation="relu", kernel_initializer=seeds.glorot_normal(),
+        bias_initializer=_zeros(), name="fc_in",
+    )(x)
+    for block in (1, 2):
+        prefix = f"block{block}_"
+        y = keras.layers.Dense(
+            width, activation="relu", kernel_initializer=seeds.glorot_normal(),
+            bias_initializer=_zeros(), name=prefix + "fc1",
+        )(x)
+        y = keras.layers.Dense(
+            width, kernel_initializer=seeds.glorot_normal(),
+            bias_initializer=_zeros(), name=prefix + "fc2",
+        )(y)
+        x = keras.layers.Add(name=prefix + "add")([x, y])
+        x = keras.layers.ReLU(name=prefix + "relu")(x)
+    outputs = keras.layers.Dense(
+        num_classes, kernel_initializer=seeds.glorot_normal(),
+        bias_initializer=_zeros(), name=OUTPUT_LAYER,
+    )(x)
+    return keras.Model(inputs, outputs, name="resmlp")
