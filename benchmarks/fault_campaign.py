@@ -15,10 +15,15 @@ line before any file is written.
 
     python benchmarks/fault_campaign.py --data_dir=$TFDS_DATA_DIR
 
+(With PYTHONPATH=<a copy of the checkout> it tests that copy, so the tree
+can change while it runs; the JSON records which library and commit.)
+
 Writes results/fault_campaign.json. Every process runs under `--lock`
 (flock), so it shares the machine's cores with other benchmarks in turn.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -60,17 +65,33 @@ def _command(method, out):
             f"--data_dir={FLAGS.data_dir}", f"--output_dir={out}"]
 
 
-def _locked(cmd):
-    return ["flock", FLAGS.lock, *cmd] if FLAGS.lock else cmd
+@contextlib.contextmanager
+def _machine():
+    """Holds --lock (flock) while a process runs, so the kill instants are
+    measured on a machine no other benchmark shares at that moment."""
+    if not FLAGS.lock:
+        yield
+        return
+    with open(FLAGS.lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _run(cmd, kill_after=None):
     """Runs `cmd`; with kill_after, SIGKILLs it (its process group) that many
-    seconds after it started training, if still running. Returns (killed,
+    seconds after it started, if still running. Returns (killed,
     returncode, stdout, stderr, seconds)."""
+    with _machine():
+        return _run_unshared(cmd, kill_after)
+
+
+def _run_unshared(cmd, kill_after):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.time()
-    proc = subprocess.Popen(_locked(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
     if kill_after is None:
         out, err = proc.communicate()
@@ -105,16 +126,11 @@ def _results(out):
             "rounds": rounds}
 
 
-def _finish(cmd, attempts, limit=6):
-    """Starts `cmd` again until it exits; returns the attempts' records."""
-    for _ in range(limit):
-        _, code, out, err, seconds = _run(cmd)
-        attempts.append({"killed": False, "returncode": code, "seconds": round(seconds, 1),
-                         "stdout": out, "stderr_tail": err[-800:]})
-        if code == 0 or code is None:
-            return
-        if code != 0:
-            return
+def _finish(cmd, attempts):
+    """Starts `cmd` again, not killed, and appends that attempt's record."""
+    _, code, out, err, seconds = _run(cmd)
+    attempts.append({"killed": False, "returncode": code, "seconds": round(seconds, 1),
+                     "stdout": out, "stderr_tail": err[-800:]})
 
 
 def _compare(method, reference, out, attempts):
@@ -259,12 +275,30 @@ def _bad_inputs():
     return found
 
 
+def _git_commit(path):
+    done = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=False)
+    return done.stdout.strip() or None
+
+
+def _write(report):
+    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+    with open(FLAGS.output + ".tmp", "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(FLAGS.output + ".tmp", FLAGS.output)
+
+
 def main(argv):
     del argv
     rng = random.Random(FLAGS.seed)
     shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
     os.makedirs(FLAGS.work_dir)
-    report = {"common_flags": COMMON, "method_flags": METHODS, "methods": {}}
+    import tf_unilth  # pylint: disable=import-outside-toplevel
+    report = {"library": os.path.dirname(tf_unilth.__file__),
+              "library_commit": _git_commit(os.path.dirname(tf_unilth.__file__)),
+              "common_flags": COMMON, "method_flags": METHODS, "methods": {},
+              "bad_inputs": _bad_inputs()}
+    _write(report)
     for method in FLAGS.methods:
         out = os.path.join(FLAGS.work_dir, f"{method}_reference")
         _, code, stdout, err, seconds = _run(_command(method, out))
@@ -279,10 +313,7 @@ def main(argv):
             "kill_trials": len(kills), "killed": sum(t["killed"] for t in kills),
             "kills_ok": sum(bool(t.get("ok")) for t in kills if t["killed"]),
             "kills": kills, "damaged": damaged}
-    report["bad_inputs"] = _bad_inputs()
-    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(report, f, indent=1)
+        _write(report)  # after every method: nothing computed is lost
     for method, r in report["methods"].items():
         print(f"{method}: {r['killed']}/{r['kill_trials']} killed, {r['kills_ok']} resumed "
               f"to the reference; damaged: "

@@ -21,7 +21,7 @@ import pytest
 
 import tf_unilth
 from tf_unilth._compat import tf
-from tf_unilth import distribute, masks, training
+from tf_unilth import distribute, masks
 
 from helpers import toy_data, toy_model
 
@@ -55,7 +55,7 @@ def test_mirrored_unilth_same_masks_and_weights_on_both_replicas(mirrored, mnist
     assert tf_unilth.ticket_sparsity(result.model) == pytest.approx(result.sparsity, abs=1e-6)
     assert result.method_info["trigger_epoch"] is not None
     pruned = result.pruned_model
-    digests = training.replica_masks_digests(pruned)
+    digests = masks.replica_digests(pruned)
     assert len(digests) == 2 and digests[0] == digests[1]
     for record in masks.pruned_weights(pruned):
         m0, m1 = _values(record.mask)
@@ -80,7 +80,7 @@ def test_lth_rewinding_to_step_k_under_mirrored(mirrored):
         prune_rate=0.5, rewind_step=3, strategy=mirrored, verbose=0, printer=said.append)
     assert any("outside the strategy's scope" in s for s in said)
     assert result.sparsity >= 0.5 - 0.005
-    digests = training.replica_masks_digests(result.pruned_model)
+    digests = masks.replica_digests(result.pruned_model)
     assert len(digests) == 2 and digests[0] == digests[1]
     assert result.model.distribute_strategy is mirrored
 

@@ -57,6 +57,14 @@ def replica_masks(model):
     return [get_masks(model, i) for i in range(count)]
 
 
+def replica_digests(model):
+    """The masks digest of every local replica's copy ([] for a model without
+    wrappers): replicas that disagree show as different digests."""
+    if not wrapper_lib.wrappers(model):
+        return []
+    return [m.digest() for m in replica_masks(model)]
+
+
 def get_weights(model):
     """{key: array} of the prunable weights (as stored, i.e. already masked)."""
     return {r.key: r.weight.numpy() for r in pruned_weights(model)}

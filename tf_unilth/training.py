@@ -14,11 +14,7 @@ from tf_unilth.search import Data, Search  # noqa: F401
 Session = Search  # the earlier name
 
 
-def replica_masks_digests(model):
-    """`masks_digest` of each local replica's copy of the masks."""
-    if not _wrapper.wrappers(model):
-        return []
-    return [m.digest() for m in _masks.replica_masks(model)]
+replica_masks_digests = _masks.replica_digests
 
 
 def current_sparsity(model):

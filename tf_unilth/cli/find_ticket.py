@@ -35,6 +35,7 @@ import tf_unilth
 from tf_unilth import distribute, methods, results
 from tf_unilth.cli import errors, method_flags
 from tf_unilth.engine import journal as journal_lib
+from tf_unilth.engine import trainer as trainer_lib
 from tf_unilth.engine.execution import make_deterministic
 
 FLAGS = flags.FLAGS
@@ -88,7 +89,7 @@ def define_flags():
             "validation accuracy of dense LeNet-300-100 (6e-4: 98.22%, 1.2e-3 (LTH paper): "
             "98.04%).")
     _define("enum", "optimizer", "adam", "Optimizer.",
-            list(tf_unilth.training.OPTIMIZERS))
+            list(trainer_lib.OPTIMIZERS))
     _define("list", "exclude", [], "Layers to keep dense (names, comma-separated).")
     _define("string", "steps_per_execution", "auto", "Training steps per call of the train "
             "function: an int, or auto (the fast setting where it is exact; the run's first "
@@ -185,7 +186,7 @@ def _search(run_dir, flag_values, method, execution, multi_worker, chief):
         # The flags are recorded once the run is known to start.
         before_training=(lambda: run_dir.record_flags(flag_values)) if chief else None,
         **execution)
-    digests = tf_unilth.training.replica_masks_digests(result.pruned_model) \
+    digests = tf_unilth.masks.replica_digests(result.pruned_model) \
         if result.pruned_model is not None else []
     if digests:
         print(f"masks digest ({where}replicas {', '.join(map(str, range(len(digests))))}): "

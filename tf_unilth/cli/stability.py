@@ -41,6 +41,7 @@ import tf_unilth
 from tf_unilth import analysis, callbacks, masks, results
 from tf_unilth._compat import keras
 from tf_unilth.cli import errors
+from tf_unilth.engine import trainer as trainer_lib
 
 FLAGS = flags.FLAGS
 # The program's flags (recorded in flags.json and stability.json), defined by
@@ -70,7 +71,7 @@ def define_flags():
             "3.5% density).")
     _define("integer", "batch_size", 60, "Batch size (LTH papers: 60).")
     _define("float", "learning_rate", 6e-4, "Adam learning rate (the library's default).")
-    _define("enum", "optimizer", "adam", list(tf_unilth.training.OPTIMIZERS), "Optimizer.")
+    _define("enum", "optimizer", "adam", list(trainer_lib.OPTIMIZERS), "Optimizer.")
     _define("integer", "validation_size", 5000, "Training examples held out for validation.")
     _define("integer", "train_limit", None, "Keep only the first N training examples (quick "
             "checks only; the sweep uses all).")
