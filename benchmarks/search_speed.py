@@ -107,6 +107,7 @@ Smoke runs: `--repeats=1 --models=lenet300_100 --batch_sizes=60 --epochs=2
 """
 
 import datetime
+import fcntl
 import glob
 import importlib.metadata
 import json
@@ -163,6 +164,9 @@ def define_flags():
     flags.DEFINE_string("work_dir", None, "Children's run directories and logs (default: a new "
                         "temporary directory, removed at the end unless --keep_runs).")
     flags.DEFINE_boolean("keep_runs", False, "Keep the children's run directories.")
+    flags.DEFINE_string("lock", None, "A file to flock while each child runs, so that other "
+                        "benchmarks taking the same lock wait (their CPU is still measured as "
+                        "foreign_cores).")
     flags.DEFINE_string("child", None, "Internal: run one Keras measurement (a JSON spec).")
     flags.DEFINE_string("child_output", None, "Internal: where the child writes its JSON.")
 
@@ -563,7 +567,22 @@ def child_env():
 
 
 def run_child(cmd, log_path):
-    """Runs one child process; its wall and CPU seconds, exit code and the load."""
+    """Runs one child process (holding --lock, if given); its wall and CPU
+    seconds, exit code and the load."""
+    if not FLAGS.lock:
+        return _run_child(cmd, log_path)
+    waited = time.perf_counter()
+    with open(FLAGS.lock, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            record = _run_child(cmd, log_path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    record["lock_wait_seconds"] = time.perf_counter() - waited - record["child_wall_seconds"]
+    return record
+
+
+def _run_child(cmd, log_path):
     load_before, busy_before = _loadavg(), _busy_cpu_seconds()
     own = os.times()
     start_wall = time.time()
