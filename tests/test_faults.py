@@ -234,3 +234,22 @@ def test_a_worker_whose_peers_never_come_stops_with_a_clear_error(tmp_path, mnis
     assert done.returncode == -9, done.stderr[-2000:]  # SIGKILL by its watchdog
     assert "did not answer within 8 s" in done.stderr and "--peer_timeout" in done.stderr
     assert time.time() - start < 200
+
+
+def test_an_offline_run_that_found_no_data_wrote_nothing_and_the_retry_runs(
+        tmp_path, mnist_data_dir):
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    run = ["find-ticket", "--method=dense", "--epochs=1", "--train_limit=600",
+           "--validation_size=100", "--test_limit=100", f"--output_dir={tmp_path / 'run'}"]
+    # Offline for sure: the download probe goes to a proxy port nobody listens on.
+    env_offline = {"TFDS_DATA_DIR": str(empty), "https_proxy": "http://127.0.0.1:9",
+                   "HTTPS_PROXY": "http://127.0.0.1:9"}
+    missing = subprocess.run([sys.executable, "-m", "tf_unilth", *run, f"--data_dir={empty}"],
+                             capture_output=True, text=True, timeout=180,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env_offline))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
+    assert not (tmp_path / "run" / results.FLAGS_FILE).exists()
+    retry = _cli(*run, f"--data_dir={mnist_data_dir}")
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    assert (tmp_path / "run" / "results.json").exists()
