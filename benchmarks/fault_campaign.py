@@ -18,8 +18,8 @@ line before any file is written.
 (With PYTHONPATH=<a copy of the checkout> it tests that copy, so the tree
 can change while it runs; the JSON records which library and commit.)
 
-Writes results/fault_campaign.json. Every process runs under `--lock`
-(flock), so it shares the machine's cores with other benchmarks in turn.
+Writes results/fault_campaign.json. Each method's runs hold `--lock`
+(flock), so it takes turns with other benchmarks on the machine's cores.
 """
 
 import contextlib
@@ -48,7 +48,7 @@ flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
 flags.DEFINE_string("lock", "/tmp/tf_unilth_bench.lock", "flock file serializing the runs "
                     "with other benchmarks ('' for none).")
 
-COMMON = ["--train_limit=3000", "--validation_size=600", "--test_limit=1000", "--batch_size=60",
+COMMON = ["--train_limit=1800", "--validation_size=300", "--test_limit=500", "--batch_size=60",
           "--deterministic", "--verbose=0", "--target_sparsity=0.8"]
 METHODS = {
     "lth": ["--method=lth", "--epochs_per_round=2", "--prune_rate=0.5"],
@@ -67,7 +67,7 @@ def _command(method, out):
 
 @contextlib.contextmanager
 def _machine():
-    """Holds --lock (flock) while a process runs, so the kill instants are
+    """Holds --lock (flock) over a method's runs, so its kill instants are
     measured on a machine no other benchmark shares at that moment."""
     if not FLAGS.lock:
         yield
@@ -84,11 +84,6 @@ def _run(cmd, kill_after=None):
     """Runs `cmd`; with kill_after, SIGKILLs it (its process group) that many
     seconds after it started, if still running. Returns (killed,
     returncode, stdout, stderr, seconds)."""
-    with _machine():
-        return _run_unshared(cmd, kill_after)
-
-
-def _run_unshared(cmd, kill_after):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -300,14 +295,16 @@ def main(argv):
               "bad_inputs": _bad_inputs()}
     _write(report)
     for method in FLAGS.methods:
-        out = os.path.join(FLAGS.work_dir, f"{method}_reference")
-        _, code, stdout, err, seconds = _run(_command(method, out))
-        if code != 0:
-            raise RuntimeError(f"The reference {method} run failed:\n{err[-2000:]}")
-        reference = _results(out)
-        print(f"{method} reference: {seconds:.1f} s, final {reference['final']}", flush=True)
-        kills = _kill_trials(method, reference, seconds, rng)
-        damaged = _damage_trials(method, reference, seconds)
+        with _machine():  # a method's reference and trials on the same, unshared machine
+            out = os.path.join(FLAGS.work_dir, f"{method}_reference")
+            _, code, stdout, err, seconds = _run(_command(method, out))
+            if code != 0:
+                raise RuntimeError(f"The reference {method} run failed:\n{err[-2000:]}")
+            reference = _results(out)
+            print(f"{method} reference: {seconds:.1f} s, final {reference['final']}",
+                  flush=True)
+            kills = _kill_trials(method, reference, seconds, rng)
+            damaged = _damage_trials(method, reference, seconds)
         report["methods"][method] = {
             "reference_seconds": round(seconds, 1), "reference_final": reference["final"],
             "kill_trials": len(kills), "killed": sum(t["killed"] for t in kills),
