@@ -118,7 +118,7 @@ def _results(out):
         r = json.load(f)
     rounds = [{k: v for k, v in rec.items() if k not in TIME_KEYS} for rec in r["rounds"]]
     return {"final": r["final"], "digest": (r.get("distribution") or {}).get("masks_digest"),
-            "rounds": rounds}
+            "rounds": rounds, "training_seconds": r["total"]["wall_seconds"]}
 
 
 def _finish(cmd, attempts):
@@ -138,6 +138,8 @@ def _compare(method, reference, out, attempts):
     verdict["same_final"] = got["final"] == reference["final"]
     verdict["same_digest"] = got["digest"] == reference["digest"]
     verdict["same_rounds"] = got["rounds"] == reference["rounds"]
+    verdict["restored_rounds"] = sorted(
+        r for a in attempts for r in _rounds_printed(a["stdout"])[1])
     # A round printed by a killed attempt must come back restored, unchanged.
     redone = []
     seen = {}
@@ -183,12 +185,15 @@ def _damage(state, how):
 
 
 def _kill_trials(method, reference, seconds, rng):
+    """Kills at instants uniform over the reference's training (its start-up,
+    imports and data loading, is left out: a kill there tests nothing)."""
     trials = []
+    start_up = max(0.0, seconds - reference["training_seconds"])
     for t in range(FLAGS.trials):
         out = os.path.join(FLAGS.work_dir, f"{method}_kill{t}")
         shutil.rmtree(out, ignore_errors=True)
         cmd = _command(method, out)
-        at = rng.uniform(0.15, 0.95) * seconds
+        at = start_up + rng.uniform(0.02, 0.98) * reference["training_seconds"]
         killed, code, stdout, err, took = _run(cmd, kill_after=at)
         attempts = [{"killed": killed, "returncode": code, "seconds": round(took, 1),
                      "stdout": stdout, "stderr_tail": err[-800:]}]
@@ -210,7 +215,8 @@ def _damage_trials(method, reference, seconds):
         out = os.path.join(FLAGS.work_dir, f"{method}_{how}")
         shutil.rmtree(out, ignore_errors=True)
         cmd = _command(method, out)
-        killed, code, stdout, err, _ = _run(cmd, kill_after=0.7 * seconds)
+        killed, code, stdout, err, _ = _run(
+            cmd, kill_after=seconds - 0.3 * reference["training_seconds"])
         entry = {"damage": how, "killed": killed}
         state = os.path.join(out, "state")
         if not killed or not os.path.exists(os.path.join(state, "progress.json")):
@@ -306,7 +312,9 @@ def main(argv):
             kills = _kill_trials(method, reference, seconds, rng)
             damaged = _damage_trials(method, reference, seconds)
         report["methods"][method] = {
-            "reference_seconds": round(seconds, 1), "reference_final": reference["final"],
+            "reference_seconds": round(seconds, 1),
+            "reference_training_seconds": round(reference["training_seconds"], 1),
+            "reference_final": reference["final"],
             "kill_trials": len(kills), "killed": sum(t["killed"] for t in kills),
             "kills_ok": sum(bool(t.get("ok")) for t in kills if t["killed"]),
             "kills": kills, "damaged": damaged}
