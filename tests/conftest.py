@@ -55,7 +55,11 @@ _TEMP_AT_START = _tf_unilth_temp_entries()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The suite leaves no tf_unilth temporary directory behind in $TMPDIR."""
+    """The suite leaves no tf_unilth temporary directory behind in $TMPDIR.
+    Checked once, by the main process, after every test ran (pytest-xdist's
+    workers would see each other's runs in progress)."""
+    if hasattr(session.config, "workerinput"):
+        return
     left = sorted(_tf_unilth_temp_entries() - _TEMP_AT_START)
     if left:
         print(f"\nleftover temporary directories of tf_unilth in $TMPDIR: {left}")
