@@ -48,12 +48,14 @@ flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
 flags.DEFINE_string("lock", "/tmp/tf_unilth_bench.lock", "flock file serializing the runs "
                     "with other benchmarks ('' for none).")
 
+# --verbose=2: the round lines (and an epoch line each) are printed, so a
+# round trained again after a kill shows.
 COMMON = ["--train_limit=1800", "--validation_size=300", "--test_limit=500", "--batch_size=60",
-          "--deterministic", "--verbose=0", "--target_sparsity=0.8"]
+          "--deterministic", "--verbose=2", "--target_sparsity=0.8"]
 METHODS = {
     "lth": ["--method=lth", "--epochs_per_round=2", "--prune_rate=0.5"],
     "unilth": ["--method=unilth", "--epochs=16", "--patience=2"],
-    "dlth": ["--method=dlth", "--epochs=8", "--reg_epochs=4"],
+    "dlth": ["--method=dlth", "--epochs=8", "--finetune_epochs=4"],
     "unidlth": ["--method=unidlth", "--epochs=16", "--patience=2"],
 }
 TIME_KEYS = ("wall_seconds", "seconds")
@@ -136,6 +138,8 @@ def _compare(method, reference, out, attempts):
         return verdict
     got = _results(out)
     verdict["same_final"] = got["final"] == reference["final"]
+    verdict["final_max_abs_diff"] = max(
+        abs(got["final"][k] - reference["final"][k]) for k in reference["final"])
     verdict["same_digest"] = got["digest"] == reference["digest"]
     verdict["same_rounds"] = got["rounds"] == reference["rounds"]
     verdict["restored_rounds"] = sorted(
@@ -210,13 +214,14 @@ def _kill_trials(method, reference, seconds, rng):
 
 
 def _damage_trials(method, reference, seconds):
+    """Kills at half the training, damages the newest snapshot, resumes."""
     trials = []
     for how in ("truncate_data", "empty_index", "truncate_progress", "delete_progress"):
         out = os.path.join(FLAGS.work_dir, f"{method}_{how}")
         shutil.rmtree(out, ignore_errors=True)
         cmd = _command(method, out)
         killed, code, stdout, err, _ = _run(
-            cmd, kill_after=seconds - 0.3 * reference["training_seconds"])
+            cmd, kill_after=seconds - 0.5 * reference["training_seconds"])
         entry = {"damage": how, "killed": killed}
         state = os.path.join(out, "state")
         if not killed or not os.path.exists(os.path.join(state, "progress.json")):
@@ -292,13 +297,20 @@ def _write(report):
 def main(argv):
     del argv
     rng = random.Random(FLAGS.seed)
-    shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
-    os.makedirs(FLAGS.work_dir)
+    os.makedirs(FLAGS.work_dir, exist_ok=True)
     import tf_unilth  # pylint: disable=import-outside-toplevel
     report = {"library": os.path.dirname(tf_unilth.__file__),
               "library_commit": _git_commit(os.path.dirname(tf_unilth.__file__)),
               "common_flags": COMMON, "method_flags": METHODS, "methods": {},
               "bad_inputs": _bad_inputs()}
+    if os.path.exists(FLAGS.output):  # a run of some methods keeps the others' results
+        with open(FLAGS.output) as f:
+            earlier = json.load(f)
+        report["methods"] = {m: {**r, "library_commit": r.get("library_commit",
+                                                              earlier.get("library_commit")),
+                                 "common_flags": r.get("common_flags", earlier["common_flags"])}
+                             for m, r in earlier.get("methods", {}).items()
+                             if m not in FLAGS.methods}
     _write(report)
     for method in FLAGS.methods:
         with _machine():  # a method's reference and trials on the same, unshared machine
@@ -312,6 +324,7 @@ def main(argv):
             kills = _kill_trials(method, reference, seconds, rng)
             damaged = _damage_trials(method, reference, seconds)
         report["methods"][method] = {
+            "library_commit": report["library_commit"], "common_flags": COMMON,
             "reference_seconds": round(seconds, 1),
             "reference_training_seconds": round(reference["training_seconds"], 1),
             "reference_final": reference["final"],
