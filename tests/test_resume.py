@@ -275,6 +275,31 @@ def test_a_damaged_snapshot_falls_back_to_the_one_before_and_says_so(damage, tmp
     assert masks.masks_digest(resumed.pruned_model) == masks.masks_digest(reference.pruned_model)
 
 
+@pytest.mark.parametrize("damage", ["truncate_data", "empty_index"])
+def test_a_damaged_first_snapshot_of_a_fit_trains_that_fit_again_from_its_start(
+        damage, tmp_path):
+    reference = _search("lth", str(tmp_path / "ref"), **LTH)
+    state = _crashed_lth(tmp_path, crash_after=LTH["epochs_per_round"] + 2)  # fit 2, epoch 2
+    latest, files = _latest_checkpoint_files(state)
+    assert latest["previous"] is None and latest["snapshot"]["epoch"] == 0
+    if damage == "truncate_data":
+        data = [f for f in files if ".data" in f][0]
+        with open(data, "r+b") as f:
+            f.truncate(os.path.getsize(data) // 2)
+    else:
+        open(files[0], "w").close()
+    said = []
+    x, y = toy_data(n=240)
+    resumed = tf_unilth.find_ticket(
+        toy_model(), "lth", (x[:160], y[:160]), (x[160:200], y[160:200]),
+        test_data=(x[200:], y[200:]), batch_size=16, learning_rate=5e-3, verbose=0,
+        printer=said.append, state_dir=state, **LTH)
+    assert "it was the first of fit 2, which is trained again from its start" in "\n".join(said)
+    assert _without_time(resumed.rounds) == _without_time(reference.rounds)
+    assert resumed.final == reference.final
+    assert masks.masks_digest(resumed.pruned_model) == masks.masks_digest(reference.pruned_model)
+
+
 def test_no_readable_snapshot_is_a_one_line_error_naming_the_file_and_restart(tmp_path):
     state = _crashed_lth(tmp_path)
     progress = json.load(open(os.path.join(state, "progress.json")))

@@ -287,18 +287,23 @@ class Journal:
 
     def restore(self, snapshot, model, callbacks):
         """Puts the model, its optimizer and the callbacks back to `snapshot`;
-        `_Unreadable` when its files cannot be read back (nothing is left half
-        restored then that restoring another snapshot would not overwrite)."""
+        `_Unreadable` when its files cannot be read back. Every file is read
+        in full before anything is assigned, so an unreadable snapshot leaves
+        the model as it was."""
         wrapper_lib.link_optimizer(model)  # slots must exist to be restored into
         path = os.path.join(self.directory, snapshot["checkpoint"])
         arrays = {}
         reading = f"{path}.index and .data-*"  # the files read, for the message
         try:
-            _checkpoint(model).read(path).assert_existing_objects_matched()
+            reader = tf.train.load_checkpoint(path)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)  # a truncated .data fails here, not half-assigned
             if snapshot.get("arrays"):
                 reading = os.path.join(self.directory, snapshot["arrays"])
                 with np.load(reading) as f:
                     arrays = dict(f)
+            reading = f"{path}.index and .data-*"
+            _checkpoint(model).read(path).assert_existing_objects_matched()
         except (tf.errors.OpError, ValueError, IndexError, OSError, EOFError, KeyError,
                 AssertionError, zipfile.BadZipFile) as e:
             raise _Unreadable(f"{reading} ({type(e).__name__}: "
@@ -310,17 +315,22 @@ class Journal:
 
     def restore_readable(self, index, snapshot, model, callbacks, say):
         """`restore(snapshot)`, or, if its files cannot be read, the snapshot
-        before it (said with `say`); returns the snapshot restored. Raises
-        CorruptState when no snapshot of the fit can be read."""
+        before it (said with `say`); returns the snapshot restored, or None
+        when the unreadable one was the fit's first (the fit starts over).
+        Raises CorruptState when neither of the fit's two kept snapshots can
+        be read."""
         try:
             self.restore(snapshot, model, callbacks)
             return snapshot
         except _Unreadable as first:
             previous = self.previous(index)
             if previous is None:
-                raise CorruptState(
-                    f"The snapshot {first} cannot be read and no earlier one of this fit is "
-                    "kept. Start again with --restart (or delete the state directory).") from None
+                # The fit's first snapshot: the model is still as the fit
+                # started (nothing was assigned), so the fit starts over.
+                say(f"The snapshot {first} cannot be read; it was the first of fit "
+                    f"{index + 1}, which is trained again from its start.")
+                del self.progress["fits"][str(index)]
+                return None
             say(f"The snapshot {first} cannot be read; falling back to the one before it "
                 f"(fit {index + 1}, after epoch {previous['epoch'] + 1}): that epoch is trained "
                 "again.")

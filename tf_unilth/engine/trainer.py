@@ -157,6 +157,8 @@ class Trainer:
         if snapshot is not None:  # read back now: an unreadable one falls back a snapshot
             snapshot = self.journal.restore_readable(index, snapshot, model, callbacks,
                                                      self.print)
+            if snapshot is None:  # the fit starts over: so do the rounds it recorded
+                self.journal.truncate_rounds(len(self.log.rounds))
         finished, partial = (snapshot, None) if snapshot is not None and \
             self.journal.finished_fit(index) is snapshot else (None, snapshot)
         if partial is not None and (partial["stop_training"] or partial["epoch"] + 1 >= epochs):
