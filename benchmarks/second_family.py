@@ -346,7 +346,8 @@ def plot_family(pts, cells, family, path):
             by_round.setdefault(p["round"], []).append(p)
         xs = [100 * np.mean([p["density"] for p in ps]) for _, ps in sorted(by_round.items())]
         ys = [100 * np.mean([p["test_accuracy"] for p in ps]) for _, ps in sorted(by_round.items())]
-        ax.plot(xs, ys, color=colors["lth"], lw=0.8, alpha=0.5)
+        ax.plot(xs, ys, color=colors["lth"], lw=0.8, alpha=0.5,
+                label="lth, every round (mean over seeds)")
     for i, method in enumerate(m for m in METHODS if m != "dense"):
         cs = sorted((c for (m, _), c in cells.items() if m == method), key=lambda c: c["density"])
         if not cs:
