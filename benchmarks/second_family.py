@@ -43,9 +43,14 @@ LOCK = "/tmp/tf_unilth_bench.lock"
 
 
 def _load_grid_module():
+    # One module object per process: it defines absl flags, which a second
+    # load would define again (DuplicateFlagError).
+    if "accuracy_vs_sparsity" in sys.modules:
+        return sys.modules["accuracy_vs_sparsity"]
     spec = importlib.util.spec_from_file_location(
         "accuracy_vs_sparsity", os.path.join(ROOT, "benchmarks", "accuracy_vs_sparsity.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy_vs_sparsity"] = module
     spec.loader.exec_module(module)
     return module
 

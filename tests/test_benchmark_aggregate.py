@@ -6,6 +6,7 @@ README shows can be checked by hand.
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -15,9 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def bench():
+    # One module object per process: it defines absl flags, which a second
+    # load would define again (DuplicateFlagError).
+    if "accuracy_vs_sparsity" in sys.modules:
+        return sys.modules["accuracy_vs_sparsity"]
     spec = importlib.util.spec_from_file_location(
         "accuracy_vs_sparsity", os.path.join(ROOT, "benchmarks", "accuracy_vs_sparsity.py"))
     module = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy_vs_sparsity"] = module
     spec.loader.exec_module(module)
     return module
 
