@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from absl import app, flags
@@ -84,8 +85,9 @@ def _machine():
 
 def _run(cmd, kill_after=None):
     """Runs `cmd`; with kill_after, SIGKILLs it (its process group) that many
-    seconds after it started, if still running. Returns (killed,
-    returncode, stdout, stderr, seconds)."""
+    seconds after its training started (its "Execution:" line, printed right
+    before the first fit), if still running. Returns (killed, returncode,
+    stdout, stderr, seconds)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -93,13 +95,19 @@ def _run(cmd, kill_after=None):
     if kill_after is None:
         out, err = proc.communicate()
         return False, proc.returncode, out, err, time.time() - start
-    try:
-        out, err = proc.communicate(timeout=kill_after)
-        return False, proc.returncode, out, err, time.time() - start
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return True, proc.returncode, out, err, time.time() - start
+    lines, errors, killed = [], [], [False]
+    timer = threading.Timer(kill_after, lambda: (killed.__setitem__(0, True),
+                                                 os.killpg(proc.pid, signal.SIGKILL)))
+    drain = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    drain.start()
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Execution:") and not timer.is_alive():
+            timer.start()
+    proc.wait()
+    timer.cancel()
+    drain.join(5)
+    return killed[0], proc.returncode, "".join(lines), "".join(errors), time.time() - start
 
 
 def _rounds_printed(stdout):
@@ -189,15 +197,15 @@ def _damage(state, how):
 
 
 def _kill_trials(method, reference, seconds, rng):
-    """Kills at instants uniform over the reference's training (its start-up,
-    imports and data loading, is left out: a kill there tests nothing)."""
+    """Kills at instants uniform over the reference's training, counted from
+    the trial's own training start (its start-up, imports and data loading,
+    is left out: a kill there tests nothing)."""
     trials = []
-    start_up = max(0.0, seconds - reference["training_seconds"])
     for t in range(FLAGS.trials):
         out = os.path.join(FLAGS.work_dir, f"{method}_kill{t}")
         shutil.rmtree(out, ignore_errors=True)
         cmd = _command(method, out)
-        at = start_up + rng.uniform(0.02, 0.98) * reference["training_seconds"]
+        at = rng.uniform(0.02, 0.98) * reference["training_seconds"]
         killed, code, stdout, err, took = _run(cmd, kill_after=at)
         attempts = [{"killed": killed, "returncode": code, "seconds": round(took, 1),
                      "stdout": stdout, "stderr_tail": err[-800:]}]
@@ -220,8 +228,7 @@ def _damage_trials(method, reference, seconds):
         out = os.path.join(FLAGS.work_dir, f"{method}_{how}")
         shutil.rmtree(out, ignore_errors=True)
         cmd = _command(method, out)
-        killed, code, stdout, err, _ = _run(
-            cmd, kill_after=seconds - 0.5 * reference["training_seconds"])
+        killed, code, stdout, err, _ = _run(cmd, kill_after=0.5 * reference["training_seconds"])
         entry = {"damage": how, "killed": killed}
         state = os.path.join(out, "state")
         if not killed or not os.path.exists(os.path.join(state, "progress.json")):
