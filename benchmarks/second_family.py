@@ -28,7 +28,6 @@ invocation's lock-held run time are spent; what did not run is listed by
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import re
@@ -42,20 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCK = "/tmp/tf_unilth_bench.lock"
 
 
-def _load_grid_module():
-    # One module object per process: it defines absl flags, which a second
-    # load would define again (DuplicateFlagError).
-    if "accuracy_vs_sparsity" in sys.modules:
-        return sys.modules["accuracy_vs_sparsity"]
-    spec = importlib.util.spec_from_file_location(
-        "accuracy_vs_sparsity", os.path.join(ROOT, "benchmarks", "accuracy_vs_sparsity.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["accuracy_vs_sparsity"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-avs = _load_grid_module()
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import accuracy_vs_sparsity as avs  # noqa: E402  (the grid's functions, one module per process)
 
 FAMILIES = {
     "conv2": {"model": "conv2", "train_limit": 10000, "validation_size": 5000,

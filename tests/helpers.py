@@ -1,5 +1,8 @@
 """Small models and data shared by the tests (fast on 2 CPU cores)."""
 
+import os
+import sys
+
 import numpy as np
 
 from tf_unilth._compat import keras
@@ -60,3 +63,13 @@ class StartSchedulesAt(keras.callbacks.Callback):
             step = callbacks.current_step(self.model)
             for layer in wrapper.wrappers(self.model):
                 layer.pruning_schedule.start(step)
+
+
+def load_benchmark(name):
+    """benchmarks/<name>.py as a module, once per process (as `import name`
+    would: a benchmark that defines absl flags cannot be executed twice)."""
+    benchmarks = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    return __import__(name)

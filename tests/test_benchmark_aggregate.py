@@ -4,28 +4,15 @@ Synthetic results.json records stand in for finished runs, so the numbers the
 README shows can be checked by hand.
 """
 
-import importlib.util
-import os
-import sys
-
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    # One module object per process: it defines absl flags, which a second
-    # load would define again (DuplicateFlagError).
-    if "accuracy_vs_sparsity" in sys.modules:
-        return sys.modules["accuracy_vs_sparsity"]
-    spec = importlib.util.spec_from_file_location(
-        "accuracy_vs_sparsity", os.path.join(ROOT, "benchmarks", "accuracy_vs_sparsity.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["accuracy_vs_sparsity"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("accuracy_vs_sparsity")
 
 
 def _single(acc, density, steps):

@@ -44,12 +44,12 @@ def _without_time(records):
     return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
 
 
-def _search(method, state_dir, callbacks=(), **kw):
+def _search(method, state_dir, callbacks=(), printer=lambda *_: None, **kw):
     x, y = toy_data(n=240)
     return tf_unilth.find_ticket(
         toy_model(), method, (x[:160], y[:160]), (x[160:200], y[160:200]),
         test_data=(x[200:], y[200:]), batch_size=16, learning_rate=5e-3, verbose=0,
-        printer=lambda *_: None, state_dir=state_dir, callbacks=callbacks, **kw)
+        printer=printer, state_dir=state_dir, callbacks=callbacks, **kw)
 
 
 UNILTH = dict(target_sparsity=0.8, epochs=14, rounds=2, round_epochs=2, patience=2)
@@ -242,28 +242,28 @@ def _latest_checkpoint_files(state):
         if f.startswith(os.path.basename(prefix) + ".data")]
 
 
+def _damage(state, files, how):
+    if how == "truncate_data":
+        data = [f for f in files if ".data" in f][0]
+        with open(data, "r+b") as f:
+            f.truncate(os.path.getsize(data) // 2)
+    elif how == "empty_index":
+        open(files[0], "w").close()
+    else:  # truncate_progress
+        path = os.path.join(state, "progress.json")
+        text = open(path).read()
+        open(path, "w").write(text[:len(text) // 2])
+
+
 @pytest.mark.parametrize("damage", ["truncate_data", "empty_index", "truncate_progress"])
 def test_a_damaged_snapshot_falls_back_to_the_one_before_and_says_so(damage, tmp_path):
     reference = _search("lth", str(tmp_path / "ref"), **LTH)
     state = _crashed_lth(tmp_path)
     latest, files = _latest_checkpoint_files(state)
     assert latest["previous"] is not None, "a snapshot before the latest is kept"
-    if damage == "truncate_data":
-        data = [f for f in files if ".data" in f][0]
-        with open(data, "r+b") as f:
-            f.truncate(os.path.getsize(data) // 2)
-    elif damage == "empty_index":
-        open(files[0], "w").close()
-    else:
-        path = os.path.join(state, "progress.json")
-        text = open(path).read()
-        open(path, "w").write(text[:len(text) // 2])
+    _damage(state, files, damage)
     said = []
-    x, y = toy_data(n=240)
-    resumed = tf_unilth.find_ticket(
-        toy_model(), "lth", (x[:160], y[:160]), (x[160:200], y[160:200]),
-        test_data=(x[200:], y[200:]), batch_size=16, learning_rate=5e-3, verbose=0,
-        printer=said.append, state_dir=state, **LTH)
+    resumed = _search("lth", state, printer=said.append, **LTH)
     text = "\n".join(said)
     if damage == "truncate_progress":
         assert "progress.json cannot be read" in text and "previous version" in text
@@ -282,18 +282,9 @@ def test_a_damaged_first_snapshot_of_a_fit_trains_that_fit_again_from_its_start(
     state = _crashed_lth(tmp_path, crash_after=LTH["epochs_per_round"] + 2)  # fit 2, epoch 2
     latest, files = _latest_checkpoint_files(state)
     assert latest["previous"] is None and latest["snapshot"]["epoch"] == 0
-    if damage == "truncate_data":
-        data = [f for f in files if ".data" in f][0]
-        with open(data, "r+b") as f:
-            f.truncate(os.path.getsize(data) // 2)
-    else:
-        open(files[0], "w").close()
+    _damage(state, files, damage)
     said = []
-    x, y = toy_data(n=240)
-    resumed = tf_unilth.find_ticket(
-        toy_model(), "lth", (x[:160], y[:160]), (x[160:200], y[160:200]),
-        test_data=(x[200:], y[200:]), batch_size=16, learning_rate=5e-3, verbose=0,
-        printer=said.append, state_dir=state, **LTH)
+    resumed = _search("lth", state, printer=said.append, **LTH)
     assert "it was the first of fit 2, which is trained again from its start" in "\n".join(said)
     assert _without_time(resumed.rounds) == _without_time(reference.rounds)
     assert resumed.final == reference.final

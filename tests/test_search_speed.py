@@ -2,23 +2,17 @@
 protocol's round length and levels, and the JSON shape, from synthetic
 measurements (no training, no child processes)."""
 
-import importlib.util
 import json
-import os
 import struct
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "search_speed", os.path.join(ROOT, "benchmarks", "search_speed.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines no flags: define_flags() runs only as a program
-    return module
+    return load_benchmark("search_speed")
 
 
 # steps/s per variant on a cell, so the ratios can be checked by hand.

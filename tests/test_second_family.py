@@ -1,22 +1,15 @@
 """benchmarks/second_family.py's pure parts: the learning-rate / budget choice,
 the budgets, the run names and the aggregation, on synthetic records."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def sf():
-    spec = importlib.util.spec_from_file_location(
-        "second_family", os.path.join(ROOT, "benchmarks", "second_family.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("second_family")
 
 
 LOG = """Execution: 100 step(s) per call, XLA on.

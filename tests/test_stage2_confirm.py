@@ -4,23 +4,18 @@ Every number below is worked out by hand from the synthetic results.json
 files, so a wrong interpolation, pairing or target shows up as a failure.
 """
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def s2():
-    spec = importlib.util.spec_from_file_location(
-        "stage2_confirm", os.path.join(ROOT, "benchmarks", "stage2_confirm.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("stage2_confirm")
 
 
 def _final(val, test, sparsity, steps, epochs, flags=None):
