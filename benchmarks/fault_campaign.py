@@ -322,6 +322,7 @@ def main(argv):
     for method in FLAGS.methods:
         with _machine():  # a method's reference and trials on the same, unshared machine
             out = os.path.join(FLAGS.work_dir, f"{method}_reference")
+            shutil.rmtree(out, ignore_errors=True)  # else a finished one is only read back
             _, code, stdout, err, seconds = _run(_command(method, out))
             if code != 0:
                 raise RuntimeError(f"The reference {method} run failed:\n{err[-2000:]}")
