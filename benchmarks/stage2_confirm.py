@@ -37,6 +37,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accuracy_vs_sparsity import interpolate_log_density  # noqa: E402  (the grid's reading of LTH)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SPARSITIES = ("0.965", "0.98")
@@ -242,19 +245,6 @@ def parse(name):
     if m is None:
         return None
     return m.group("config"), m.group("sparsity"), int(m.group("seed"))
-
-
-def interpolate_log_density(trajectory, density, keys):
-    """{key: value} at `density` along [(density, {key: value})], linear in
-    log(density) between the two rounds around it; None outside."""
-    traj = sorted(trajectory, key=lambda t: -t[0])
-    for (d0, v0), (d1, v1) in zip(traj, traj[1:]):
-        if d1 <= density <= d0:
-            if d0 == d1:
-                return {k: v1[k] for k in keys}
-            w = (np.log(d0) - np.log(density)) / (np.log(d0) - np.log(d1))
-            return {k: float(v0[k] + w * (v1[k] - v0[k])) for k in keys}
-    return None
 
 
 KEYS = ("val_accuracy", "test_accuracy", "train_steps")
