@@ -33,6 +33,9 @@ from concurrent import futures
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import provenance  # noqa: E402  (benchmarks/provenance.py)
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -214,18 +217,6 @@ def resolve(run_flags, work_dir):
     return out
 
 
-def git_info():
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    changed = git("status", "--porcelain", "--", "tf_unilth", "examples")
-    return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted_changes_in_library": changed.splitlines() if changed else []}
-
-
 def run_one(name, run_flags, wait_for=None):
     out = os.path.join(FLAGS.work_dir, name)
     if os.path.exists(os.path.join(out, "results.json")):
@@ -237,7 +228,7 @@ def run_one(name, run_flags, wait_for=None):
         return name, f"skipped ({depends_on(run_flags)} has no results.json)", 0.0
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "launch.json"), "w") as f:
-        json.dump({"flags": resolved, "git": git_info(), "started_utc": time.strftime(
+        json.dump({"flags": resolved, "git": provenance.git_info(), "started_utc": time.strftime(
             "%Y-%m-%d %H:%M:%S", time.gmtime())}, f, indent=1)
     start = time.time()
     with open(os.path.join(out, "stdout.log"), "a") as log:

@@ -123,6 +123,9 @@ import time
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import provenance  # noqa: E402  (benchmarks/provenance.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLI = os.path.join(ROOT, "examples", "find_ticket.py")
 
@@ -545,19 +548,6 @@ def machine_info():
     return info
 
 
-def git_info():
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    changed = git("status", "--porcelain", "--", "tf_unilth", "examples",
-                  "benchmarks/search_speed.py")
-    return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted_changes_in_measured_code": changed.splitlines() if changed else []}
-
-
 def child_env():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                PYTHONPATH=os.pathsep.join(p for p in [ROOT, os.environ.get("PYTHONPATH")] if p))
@@ -824,7 +814,9 @@ def _load_existing():
 
 def _section_meta():
     return {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-            "git": git_info(), "started_utc": _utc(), "loadavg_at_start": _loadavg(),
+            "git": provenance.git_info(
+                ("tf_unilth", "examples", "benchmarks/search_speed.py"),
+                "uncommitted_changes_in_measured_code"), "started_utc": _utc(), "loadavg_at_start": _loadavg(),
             "finished_utc": None, "loadavg_at_end": None, "status": "running"}
 
 

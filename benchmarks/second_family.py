@@ -42,6 +42,7 @@ LOCK = "/tmp/tf_unilth_bench.lock"
 
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import provenance  # noqa: E402
 import accuracy_vs_sparsity as avs  # noqa: E402  (the grid's functions, one module per process)
 
 FAMILIES = {
@@ -169,7 +170,7 @@ def run_one(out, flags, env):
     cmd = ["flock", LOCK, "sh", "-c", f'date +%s.%N > "{stamp}"; exec "$@"', "sh",
            sys.executable, "-m", "tf_unilth", "find-ticket", f"--output_dir={out}"] + flags
     with open(os.path.join(out, "launch.json"), "w") as f:
-        json.dump({"flags": flags, "git": avs.git_info(), "started_utc": _utc()}, f, indent=1)
+        json.dump({"flags": flags, "git": provenance.git_info(), "started_utc": _utc()}, f, indent=1)
     with open(os.path.join(out, "stdout.log"), "a") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     end = time.time()

@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import provenance  # noqa: E402
 from accuracy_vs_sparsity import interpolate_log_density  # noqa: E402  (the grid's reading of LTH)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,14 +177,6 @@ def queue():
 
 def _now():
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _git(*args):
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def launch(name, run_flags, args):
@@ -666,7 +659,7 @@ def main(argv=None):
     p.add_argument("--markdown", action="store_true", help="print the README tables")
     args = p.parse_args(argv)
     if args.run and not args.aggregate_only:
-        args.library_commit = args.library_commit or _git("rev-parse", "HEAD")
+        args.library_commit = args.library_commit or provenance.git("rev-parse", "HEAD")
         run_queue(args)
     report = aggregate(args)
     if args.markdown:
