@@ -146,6 +146,8 @@ def queue():
     for seed in SEEDS:
         for sp in SPARSITIES:
             q.append(uni_spec("unilth_defaults", sp, seed))
+    # The fast path's quality check (issue #15) reads UniLTH at 10% density too.
+    q.extend(uni_spec("unilth_defaults", "0.9", seed) for seed in SEEDS)
     for seed in SEEDS:
         for sp in SPARSITIES:
             q.append(uni_spec("unidlth_erk", sp, seed))
@@ -584,6 +586,10 @@ def aggregate(args):
         "runs_missing": [n for n in expected if n not in runs],
     }
     report["targets_test"] = targets(report["paired"], report["rows"])
+    grid = os.path.join(args.output_dir, "accuracy_vs_sparsity.json")
+    if os.path.exists(grid):
+        with open(grid) as f:
+            report["fast_path_quality"] = fast_path_quality(runs, json.load(f))
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "stage2_confirm.json"), "w") as f:
         json.dump(report, f, indent=1)
@@ -591,6 +597,47 @@ def aggregate(args):
         plot(cm, os.path.join(args.output_dir, "pareto_steps.png"))
     print(f"{len(runs)} runs aggregated; missing {len(report['runs_missing'])}")
     return report
+
+
+# Issue #15's quality check: the old grid's (before the fast path's defaults)
+# rows against the same protocol's runs here, at 10% and 3.5% density.
+QUALITY = {"lth": {"0.1": ("lth", 0.1), "0.035": ("lth", 0.035)},
+           "unilth": {"0.1": ("unilth_defaults_s0.9", None),
+                      "0.035": ("unilth_defaults_s0.965", None)}}
+
+
+def fast_path_quality(runs, old_grid):
+    """Per (method, density): the old grid's 3 seeds (before the fast path's
+    defaults; LTH read at the density from its round records as here) against
+    this directory's runs with the new defaults; "within" when the new mean is
+    inside the old mean +- 2 std (sample std of the old seeds)."""
+    old_records = old_grid.get("round_records", {})
+    out = {}
+    for method, by_density in QUALITY.items():
+        for density, (prefix, read_at) in by_density.items():
+            values = {"old": [], "new": []}
+            for seed in SEEDS:
+                if read_at is not None:  # an LTH trajectory, read in log density
+                    recs = old_records.get(f"{method}_seed{seed}")
+                    p = recs and point({"rounds": recs}, read_at)
+                else:
+                    p = next((q for q in old_grid.get("points", []) if q["method"] == method
+                              and q["seed"] == seed and f"{q['density']:g}" == density), None)
+                if p is not None:
+                    values["old"].append(p["test_accuracy"])
+                r = runs.get(f"{prefix}_seed{seed}")
+                p = None if r is None else point(r, read_at)
+                if p is not None:
+                    values["new"].append(p["test_accuracy"])
+            cell = {k: {"per_seed": v, **(summary(v) or {"n": 0})} for k, v in values.items()}
+            if len(values["old"]) > 1 and values["new"]:
+                o = cell["old"]
+                lo, hi = o["mean"] - 2 * o["std"], o["mean"] + 2 * o["std"]
+                cell.update(band=[lo, hi], within=bool(lo <= cell["new"]["mean"] <= hi),
+                            not_below=bool(cell["new"]["mean"] >= lo),
+                            new_minus_old_points=100 * (cell["new"]["mean"] - o["mean"]))
+            out[f"{method}@{density}"] = cell
+    return out
 
 
 def _pm(x, scale=1.0, digits=2):

@@ -93,6 +93,15 @@ def test_auto_settings_and_their_reasons(tmp_path):
     distributed = Execution.resolve(strategy=mirrored, steps_per_epoch=917)
     assert not distributed.jit_compile and "MirroredStrategy" in distributed.describe()
     assert distributed.steps_per_execution == AUTO_STEPS_PER_EXECUTION
+    # No GPU here: auto XLA stays on for a dense model, goes off for a
+    # convolutional one (wrapped or not); an explicit True is kept.
+    conv = tf_unilth.models.build("conv2", (28, 28, 1), 10, seed=0)
+    dense = tf_unilth.models.build("lenet300_100", (28, 28, 1), 10, seed=0)
+    assert auto.for_model(dense).jit_compile
+    for model in (conv, tf_unilth.prune(conv)):
+        off = auto.for_model(model)
+        assert not off.jit_compile and "convolutions" in off.describe()
+    assert Execution.resolve(jit_compile=True, strategy=one).for_model(conv).jit_compile
     for bad in (0, 2.5, "many", True):
         with pytest.raises(ValueError, match="steps_per_execution must be 'auto' or an int"):
             Execution.resolve(bad)

@@ -17,7 +17,10 @@ default and pick the fast setting where it is exact:
   operations), so it is a setting, reported with every run. `auto` uses it on
   one device; under a distribution strategy it stays off: the pruning
   wrapper's mask update is a cross-replica `merge_call`, which XLA cannot
-  compile inside the replicated step.
+  compile inside the replicated step. It also stays off for a model with
+  convolutions when no GPU is visible: XLA's CPU convolutions are slower than
+  TensorFlow's own (oneDNN) kernels; Conv-2 on MNIST trained 2.5x slower with
+  it on this project's 2-core CPU (benchmarks/README.md, "Search speed").
 """
 
 import dataclasses
@@ -34,12 +37,28 @@ AUTO = "auto"
 AUTO_STEPS_PER_EXECUTION = 100
 
 
+# The public Keras convolution layers (Conv2DTranspose and the like subclass these).
+_CONVOLUTIONS = tuple(getattr(keras.layers, name) for name in (
+    "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
+    "SeparableConv2D") if hasattr(keras.layers, name))
+
+
+def has_convolutions(model):
+    """True when `model` (or a layer nested in it, wrapped or not) convolves."""
+    return any(isinstance(m, _CONVOLUTIONS) for m in [model, *model.submodules])
+
+
+def accelerator_visible():
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 @dataclasses.dataclass
 class Execution:
     """The resolved settings and why they were chosen."""
     steps_per_execution: int
     jit_compile: bool
     reasons: list
+    jit_auto: bool = False  # jit_compile came from `auto` (for_model may turn it off)
 
     @classmethod
     def resolve(cls, steps_per_execution=AUTO, jit_compile=AUTO, *, strategy=None,
@@ -70,12 +89,25 @@ class Execution:
                 reasons.append(f"jit_compile=False: under {type(strategy).__name__} the "
                                "pruning wrapper's cross-replica mask update cannot be "
                                "compiled by XLA")
+            elif not accelerator_visible():
+                reasons.append("XLA off for a model with convolutions: no GPU is visible, "
+                               "and XLA's CPU convolutions are slower")
         elif isinstance(jit_compile, bool):
             jit = jit_compile
         else:
             raise ValueError(f"jit_compile must be 'auto', True or False, got {jit_compile!r} "
                              "(flag --jit_compile).")
-        return cls(spe, jit, reasons)
+        return cls(spe, jit, reasons, jit_auto=jit_compile == AUTO)
+
+    def for_model(self, model):
+        """These settings for compiling `model`: an `auto` XLA is turned off
+        for a model with convolutions when no GPU is visible (module doc)."""
+        if self.jit_compile and self.jit_auto and not accelerator_visible() \
+                and has_convolutions(model):
+            return dataclasses.replace(
+                self, jit_compile=False, jit_auto=False, reasons=self.reasons + [
+                    f"for {model.name}: it has convolutions and no GPU is visible"])
+        return self
 
     def describe(self):
         text = (f"Execution: {self.steps_per_execution} step(s) per call, XLA "

@@ -93,6 +93,7 @@ class Trainer:
         self._saver = None
         self.in_fit = False
         self._evaluations = {}  # (split, model state) -> {"loss", "accuracy"}
+        self._said_execution = False
 
     def compile(self, model, learning_rate=None, for_training=True):
         """Compiles `model` with the search's loss, metrics and a fresh
@@ -112,8 +113,17 @@ class Trainer:
             if for_training:
                 metrics.append(data_loss)
             model.compile(fresh_optimizer(self.optimizer, learning_rate or self.learning_rate),
-                          loss, metrics=metrics, **self.execution.compile_kwargs())
+                          loss, metrics=metrics, **self._execution_for(model).compile_kwargs())
         return model
+
+    def _execution_for(self, model):
+        """The execution settings of `model`; a change from the search's
+        (auto XLA off for a convolutional model on CPU) is printed once."""
+        execution = self.execution.for_model(model)
+        if execution.jit_compile != self.execution.jit_compile and not self._said_execution:
+            self._said_execution = True
+            self.print(f"Execution: XLA off ({execution.reasons[-1]}).")
+        return execution
 
     def divergence(self, model, logs):
         """Why the epoch that gave `logs` diverged (None if it did not): a
