@@ -98,6 +98,10 @@ def test_the_documented_method_runs_from_the_command_line(method_file, mnist_dat
     assert results["method"] == "unilth_retrain"
     assert results["rounds"][-1]["retrained_from"] == "theta_0"
     assert results["flags"]["retrain_epochs"] == 1
+    # Every hyperparameter as it ran, the defaults included (the flags leave them unset).
+    hp = results["hyperparameters"]
+    assert hp["retrain_epochs"] == 1 and hp["rounds"] == 1 and hp["gamma"] == 2.0
+    assert results["flags"]["gamma"] is None
     helpfull = subprocess.run(cmd[:3] + ["--helpfull"], env=env, capture_output=True,
                               text=True, timeout=120)
     assert "--retrain_epochs" in helpfull.stdout and "unilth_retrain 10" in helpfull.stdout

@@ -19,6 +19,9 @@ class TicketResult:
     method_info: dict = None
     pruned_model: keras.Model = None  # the wrapped model, masks included
     warnings: list = dataclasses.field(default_factory=list)  # degenerate states, flagged
+    # Every hyperparameter of the method as it ran (defaults included), so a
+    # result says what it came from after a default changes.
+    hyperparameters: dict = None
 
 
 def make_method(method, method_args=None, epochs=None):
@@ -107,7 +110,8 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
         jit_compile=jit_compile, strict=strict)
     try:
         trained = chosen.run(search, model, target_sparsity)
-        return finish(search, trained)
+        return dataclasses.replace(finish(search, trained),
+                                   hyperparameters=dataclasses.asdict(chosen))
     finally:
         # The lock goes; a temporary state goes too (a state_dir stays, to resume).
         search.journal.cleanup()
