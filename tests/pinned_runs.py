@@ -37,10 +37,16 @@ RUNS = {
                               min_finetune_epochs=0)),
     "unilth_global": ("unilth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
                                      min_finetune_epochs=0, selection="magnitude_global")),
+    # The v1 configuration (UniDLTH's defaults before #17): pinned before the
+    # defaults changed, so the flags still reach it exactly.
     "unidlth": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
-                                min_finetune_epochs=0)),
+                                min_finetune_epochs=0, allocation="uniform",
+                                remove_at_end=False)),
     "unidlth_erk": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
-                                    min_finetune_epochs=0, allocation="erk")),
+                                    min_finetune_epochs=0, allocation="erk",
+                                    remove_at_end=False)),
+    "unidlth_defaults": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
+                                         min_finetune_epochs=0)),
 }
 
 

@@ -102,8 +102,22 @@ def test_unidlth_can_extrude_every_chunk_and_remove_at_the_end():
     assert len(wrapper.event_steps(result.pruned_model)) == 1
     reference = tf_unilth.find_ticket(
         toy_model(), "unidlth", target_sparsity=0.75, epochs=9, rounds=3, round_epochs=1,
-        patience=1, min_finetune_epochs=1, **QUIET, **_data())
+        patience=1, remove_at_end=False, min_finetune_epochs=1, **QUIET, **_data())
     assert masks.get_masks(result.pruned_model) == masks.get_masks(reference.pruned_model)
+
+
+def test_unidlth_at_its_defaults_in_one_model_fit_removes_once_at_the_end():
+    from tf_unilth.methods import unilth  # pylint: disable=import-outside-toplevel
+    hp = dict(rounds=3, round_epochs=1, patience=1, min_finetune_epochs=1)
+    pruned = unilth.prepare(toy_model(), 0.75, random_ticket=True, **hp)
+    pruned.compile(keras.optimizers.Adam(5e-3),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = toy_data(n=200)
+    pruned.fit(x[:160], y[:160], batch_size=16, epochs=9, validation_data=(x[160:], y[160:]),
+               verbose=0, callbacks=unilth.callbacks(pruned, 0.75, epochs=9,
+                                                     random_ticket=True, **hp))
+    assert len(wrapper.event_steps(pruned)) == 1  # remove_at_end, the default
+    assert masks.sparsity(pruned) == pytest.approx(0.75, abs=0.01)
 
 
 def test_the_retrain_from_the_rewind_point_is_its_own_round():
