@@ -184,3 +184,29 @@ def test_aggregate_writes_json_and_plot(s2, work, tmp_path):
     assert "unidlth_erk_rae_s0.965_seed0" in out["runs_missing"]
     assert len(out["runs_missing"]) == len(set(out["runs_missing"]))
     assert (tmp_path / "pareto_steps.png").stat().st_size > 10000
+
+
+def test_the_fast_path_quality_check_reads_old_and_new_at_the_same_densities(s2):
+    # Old grid: LTH round records through 10% and 3.5%; UniLTH points at 0.1.
+    old_lth = [{"sparsity": 1 - d, "test_accuracy": a, "val_accuracy": a, "train_steps": 1}
+               for d, a in
+               [(0.2, 0.980), (0.1, 0.982), (0.05, 0.981), (0.025, 0.975)]]
+    old = {"round_records": {f"lth_seed{s}": old_lth for s in range(3)},
+           "points": [{"method": "unilth", "seed": s, "density": 0.1,
+                       "test_accuracy": 0.980 + 0.001 * s} for s in range(3)]}
+    new_lth = _lth([0.2, 0.1, 0.05, 0.025], [0.98, 0.983, 0.98, 0.97], 100)
+    runs = {f"lth_seed{s}": new_lth for s in range(3)}
+    runs.update({f"unilth_defaults_s0.9_seed{s}": _final(0.97, 0.990, 0.9, 10, 1)
+                 for s in range(2)})
+    q = s2.fast_path_quality(runs, old)
+    lth = q["lth@0.1"]  # 10% is a round: no interpolation on either side
+    assert lth["old"]["per_seed"] == pytest.approx([0.982] * 3)
+    assert lth["new"]["per_seed"] == pytest.approx([0.983] * 3)
+    assert lth["old"]["std"] == pytest.approx(0.0, abs=1e-12) and lth["within"] is False and lth["not_below"] is True
+    # 3.5%: between the 5% and 2.5% rounds, linear in log density.
+    w = np.log(0.035 / 0.05) / np.log(0.025 / 0.05)
+    assert q["lth@0.035"]["old"]["mean"] == pytest.approx(0.981 + w * (0.975 - 0.981))
+    uni = q["unilth@0.1"]  # old 98.0/98.1/98.2 (std 0.1), new 99.0 on two seeds
+    assert uni["new"]["n"] == 2 and uni["band"] == pytest.approx([0.979, 0.983])
+    assert uni["within"] is False and uni["new_minus_old_points"] == pytest.approx(0.9)
+    assert "band" not in q["unilth@0.035"]  # no run at all: nothing judged
