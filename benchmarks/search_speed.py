@@ -819,7 +819,8 @@ def _section_meta():
     return {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
             "git": provenance.git_info(
                 ("tf_unilth", "examples", "benchmarks/search_speed.py"),
-                "uncommitted_changes_in_measured_code"), "started_utc": _utc(), "loadavg_at_start": _loadavg(),
+                "uncommitted_changes_in_measured_code"),
+            "started_utc": _utc(), "loadavg_at_start": _loadavg(),
             "finished_utc": None, "loadavg_at_end": None, "status": "running"}
 
 

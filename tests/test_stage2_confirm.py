@@ -202,7 +202,8 @@ def test_the_fast_path_quality_check_reads_old_and_new_at_the_same_densities(s2)
     lth = q["lth@0.1"]  # 10% is a round: no interpolation on either side
     assert lth["old"]["per_seed"] == pytest.approx([0.982] * 3)
     assert lth["new"]["per_seed"] == pytest.approx([0.983] * 3)
-    assert lth["old"]["std"] == pytest.approx(0.0, abs=1e-12) and lth["within"] is False and lth["not_below"] is True
+    assert lth["old"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert lth["within"] is False and lth["not_below"] is True
     # 3.5%: between the 5% and 2.5% rounds, linear in log density.
     w = np.log(0.035 / 0.05) / np.log(0.025 / 0.05)
     assert q["lth@0.035"]["old"]["mean"] == pytest.approx(0.981 + w * (0.975 - 0.981))

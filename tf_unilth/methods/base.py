@@ -59,7 +59,8 @@ class Method:
     def check(self, target_sparsity):
         """Raises a clear error for hyperparameters that cannot work, before
         anything is trained or written (subclasses add their own checks)."""
-        plans.check_sparsity(target_sparsity)
+        plans.check_sparsity(target_sparsity,
+                             "target sparsity (target_sparsity=, flag --target_sparsity)")
         for field in dataclasses.fields(self):
             choices = field.metadata.get("choices")
             value = getattr(self, field.name)
