@@ -42,9 +42,6 @@ RUNS = {
     "unidlth": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
                                 min_finetune_epochs=0, allocation="uniform",
                                 remove_at_end=False)),
-    "unidlth_erk": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
-                                    min_finetune_epochs=0, allocation="erk",
-                                    remove_at_end=False)),
     "unidlth_defaults": ("unidlth", dict(epochs=9, rounds=2, round_epochs=1, patience=1,
                                          min_finetune_epochs=0)),
 }
