@@ -120,6 +120,27 @@ def test_the_output_layer_is_the_one_producing_the_output():
         masks.output_layers(toy_model(), "nope")
 
 
+def test_a_round_with_a_uniform_prediction_is_a_collapse_above_chance_accuracy():
+    # Zero weights and a learning rate of 1e-9: every input gets about the same
+    # logits, a loss of ln 3; the training labels (all 0) tip them to class 0,
+    # 45% of the validation labels (above chance + 2%).
+    zero = keras.initializers.Zeros()
+    inp = keras.Input((20,))
+    x = keras.layers.Dense(16, activation="relu", kernel_initializer=zero, name="fc1")(inp)
+    model = keras.Model(inp, keras.layers.Dense(3, kernel_initializer=zero, name="out")(x))
+    x_val, _ = toy_data(n=100, seed=1)
+    y_val = np.array([0] * 45 + [1] * 30 + [2] * 25)
+    said = []
+    x_train, _ = toy_data(n=64)
+    result = tf_unilth.find_ticket(model, "random", (x_train, np.zeros(64, "int64")),
+                                   (x_val, y_val),
+                                   target_sparsity=0.5, epochs=1, learning_rate=1e-9,
+                                   batch_size=32, verbose=0, printer=said.append)
+    assert result.rounds[-1]["val_accuracy"] == pytest.approx(0.45)
+    assert {w["flag"] for w in result.warnings} == {"chance_loss"}
+    assert any("that of a uniform prediction over 3 classes" in s for s in said)
+
+
 def test_degenerate_runs_are_said_flagged_and_strict_stops(tmp_path):
     x, y = toy_data(n=160)
     # Every validation input appears with each of the 3 labels: chance, exactly.

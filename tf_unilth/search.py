@@ -19,6 +19,7 @@ summary. Internally it is a `Trainer` (compile / fit / evaluate), a `Journal`
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -142,6 +143,12 @@ def global_batch(train_data, batch_size):
 # A round whose validation accuracy is at most chance (1 / classes) plus this
 # is a collapse: the network no longer tells the classes apart.
 CHANCE_MARGIN = 0.02
+# So is a round whose validation loss (the default cross-entropy) is within
+# this fraction of a uniform prediction's, ln(classes), below 50% accuracy:
+# the network outputs about the same for every input, even when the class it
+# leans to lifts the accuracy above CHANCE_MARGIN (a Conv-2 DLTH run at 2%
+# density ended at 18.6% and a validation loss of 2.2996, ln 10 = 2.3026).
+CHANCE_LOSS_FRACTION = 0.02
 
 
 class DegenerateTicket(RuntimeError):
@@ -307,3 +314,11 @@ class Search:
         if classes > 1 and accuracy is not None and accuracy <= 1.0 / classes + CHANCE_MARGIN:
             self.warn(f"round {record['round']}: validation accuracy {accuracy:.2%} is at "
                       f"chance for {classes} classes (the network collapsed)", "chance_accuracy")
+        elif classes > 1 and accuracy is not None and accuracy < 0.5 \
+                and self.trainer.loss is None and record.get("val_loss") is not None \
+                and abs(record["val_loss"] - math.log(classes)) <= \
+                CHANCE_LOSS_FRACTION * math.log(classes):
+            self.warn(f"round {record['round']}: validation loss {record['val_loss']:.4g} is "
+                      f"that of a uniform prediction over {classes} classes (ln {classes} = "
+                      f"{math.log(classes):.4g}; accuracy {accuracy:.2%}): the network "
+                      "collapsed", "chance_loss")
