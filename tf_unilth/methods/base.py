@@ -45,7 +45,8 @@ class Method:
     def run(self, search, model, target_sparsity):
         """Trains `model` into a ticket at `target_sparsity` through `search`;
         returns the trained (wrapped) model."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: a method implements run() "
+                                  "(docs/EXTENDING.md)")
 
     def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
         """The method's budget and mask plan for a model whose prunable weights
@@ -149,7 +150,8 @@ class Allocated(Method):
 
     def selector(self):
         """The `Selector` (criterion, allocation, blocks, floor) of the method."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: a method with an allocation "
+                                  "implements selector() (docs/EXTENDING.md)")
 
     def reachable(self, mask, target_sparsity, output_layers):
         """Raises AllocationError unless this method's allocation can take the

@@ -80,7 +80,8 @@ class Allocation:
 
     def rates(self, alive, density, output_layers=()):
         """Rates that take the surviving weights `alive` (a Mask) to `density` overall."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: an allocation implements rates() "
+                                  "(docs/EXTENDING.md)")
 
     def fixed_rates(self, alive, rate, output_layers=()):
         """Rates of a step that removes `rate` of the surviving weights."""

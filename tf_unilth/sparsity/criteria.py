@@ -38,7 +38,8 @@ class Criterion:
 
     def score(self, weights, gradients=None):
         """{key: array of weights.shape}: how much each weight matters."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: a criterion implements score() "
+                                  "(docs/EXTENDING.md)")
 
     def block_score(self, weights, block_size, gradients=None):
         """Scores pooled over blocks of rank-2 weights (mean of the block)."""
