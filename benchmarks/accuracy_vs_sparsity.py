@@ -61,6 +61,11 @@ flags.DEFINE_boolean("aggregate_only", False, "Only aggregate the finished runs.
 flags.DEFINE_string("readme", os.path.join(ROOT, "benchmarks", "README.md"),
                     "Markdown file whose results section (between the markers) the "
                     "aggregation rewrites; empty: none.")
+flags.DEFINE_list("reuse_dir", [], "Directories of finished runs (e.g. stage2_confirm's "
+                  "benchmarks/runs/tuning_stage2): a grid run launched there with the same "
+                  "flags is linked into --work_dir instead of run again (JSON: reused).")
+flags.DEFINE_string("lock", None, "A file every run holds with flock(1) while it trains, "
+                    "shared with other benchmarks (one training process at a time).")
 flags.DEFINE_float("lth_final_sparsity", 0.985, "Where LTH's trajectory stops (1.5% density).")
 flags.DEFINE_multi_string("method_flag", [],
                           "METHOD:--flag=value, repeatable: an extra find_ticket.py flag for "
@@ -193,10 +198,23 @@ def depends_on(run_flags):
 MASK_FLAGS = ("allocation", "block_size", "output_rate_scale")
 
 
-def resolve(run_flags, work_dir):
+def random_mask_defaults():
+    """{mask flag: the random method's default} in this checkout's library."""
+    sys.path.insert(0, ROOT)  # the library the runs use (PYTHONPATH=ROOT below)
+    from tf_unilth import methods  # pylint: disable=import-outside-toplevel
+    fields = {f.name: f.default for f in methods.get("random").hyperparameters()}
+    return {name: fields.get(name) for name in MASK_FLAGS}
+
+
+def resolve(run_flags, work_dir, mask_defaults=None):
     """The flags with `--epochs={epochs_of:run}` replaced by that run's total
-    epochs, followed by the mask flags that run set (MASK_FLAGS; flags given
-    after it still win); None when that run has no results.json."""
+    epochs, followed by the mask flags whose value in that run differs from the
+    random method's default (MASK_FLAGS; flags given after it still win); None
+    when that run has no results.json.
+
+    The values are the run's `hyperparameters` (every one as it ran, defaults
+    included), so a UniDLTH run on its default ERK allocation gives an ERK
+    control; a run recorded before those existed gives its set `flags`."""
     out = []
     for flag in run_flags:
         m = EPOCHS_OF.match(flag)
@@ -207,14 +225,75 @@ def resolve(run_flags, work_dir):
             with open(path) as f:
                 done = json.load(f)
             out.append(f"--epochs={done['total']['epochs']}")
+            ran = done.get("hyperparameters") or done.get("flags", {})
+            defaults = random_mask_defaults() if mask_defaults is None else mask_defaults
             for name in MASK_FLAGS:
-                value = done.get("flags", {}).get(name)
-                if value is not None:
+                value = ran.get(name)
+                if value is not None and value != defaults.get(name):
                     value = ",".join(map(str, value)) if isinstance(value, list) else value
                     out.append(f"--{name}={value}")
             continue
         out.append(flag)
     return out
+
+
+# Defaults that changed: (the commit that made them the defaults, the flags
+# that name them). A run whose library has that commit ran them unless it set
+# those hyperparameters; an older run ran them only if its flags name them.
+# tests/test_benchmark_aggregate.py checks these are the library's defaults.
+CHANGED_DEFAULTS = {"unidlth": ("2ce7f15", ("--allocation=erk", "--remove_at_end"))}
+_NOT_COMPARED = ("--data_dir=", "--output_dir=")
+
+
+def _flag_name(flag):
+    name = flag[2:].split("=", 1)[0]
+    return name[2:] if "=" not in flag and name.startswith("no") else name
+
+
+def has_commit(commit, ancestor):
+    """Whether library `commit` contains `ancestor` (False when unknown)."""
+    if not commit:
+        return False
+    return subprocess.call(["git", "-C", ROOT, "merge-base", "--is-ancestor", ancestor, commit],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+
+
+def command_key(run_flags, library_commit=None):
+    """What a run ran, as a comparable set: its flags without the paths, plus
+    the changed defaults (CHANGED_DEFAULTS) it ran without naming them, when
+    its library (`library_commit`, None: this checkout) had them."""
+    key = {f for f in run_flags if not f.startswith(_NOT_COMPARED)}
+    method = next((f.split("=", 1)[1] for f in run_flags if f.startswith("--method=")), None)
+    if method in CHANGED_DEFAULTS:
+        since, defaults = CHANGED_DEFAULTS[method]
+        if library_commit is None or has_commit(library_commit, since):
+            named = {_flag_name(f) for f in key}
+            key |= {f for f in defaults if _flag_name(f) not in named}
+    return frozenset(key)
+
+
+def find_reusable(run_flags, reuse_dirs):
+    """A finished run under one of `reuse_dirs` that ran what `run_flags` run
+    today (`command_key`), or None. Another benchmark (stage2_confirm) ran many of
+    this grid's cells with exactly these flags; the pinned runs are unchanged
+    since its library (be78c67/889eb17), so running them again would spend
+    compute for the same numbers."""
+    key = command_key(run_flags)
+    for base in reuse_dirs:
+        for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            run = os.path.join(base, name)
+            launch = os.path.join(run, "launch.json")
+            if os.path.exists(os.path.join(run, "results.json")) and os.path.exists(launch):
+                with open(launch) as f:
+                    done = json.load(f)
+                if command_key(done["flags"], launch_commit(done) or "") == key:
+                    return run
+    return None
+
+
+def launch_commit(launch):
+    """The library commit a launch.json records (stage2_confirm's or this grid's)."""
+    return launch.get("library_commit") or launch.get("git", {}).get("commit")
 
 
 def run_one(name, run_flags, wait_for=None):
@@ -226,15 +305,20 @@ def run_one(name, run_flags, wait_for=None):
     resolved = resolve(run_flags, FLAGS.work_dir)
     if resolved is None:
         return name, f"skipped ({depends_on(run_flags)} has no results.json)", 0.0
+    same = find_reusable(resolved, FLAGS.reuse_dir)
+    if same is not None:  # the same command, finished elsewhere: linked, not re-run
+        os.symlink(os.path.abspath(same), out)
+        return name, f"reused {same}", 0.0
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "launch.json"), "w") as f:
         json.dump({"flags": resolved, "git": provenance.git_info(), "started_utc": time.strftime(
             "%Y-%m-%d %H:%M:%S", time.gmtime())}, f, indent=1)
     start = time.time()
     with open(os.path.join(out, "stdout.log"), "a") as log:
+        lock = ["flock", FLAGS.lock] if FLAGS.lock else []  # one training process at a time
         code = subprocess.call(
-            [sys.executable, os.path.join(ROOT, "examples", "find_ticket.py"),
-             f"--output_dir={out}"] + resolved, stdout=log, stderr=subprocess.STDOUT,
+            lock + [sys.executable, os.path.join(ROOT, "examples", "find_ticket.py"),
+                    f"--output_dir={out}"] + resolved, stdout=log, stderr=subprocess.STDOUT,
             # This checkout's library, whatever `pip install -e` points at now.
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                      PYTHONPATH=os.pathsep.join([ROOT] + [os.environ.get("PYTHONPATH", "")])))
@@ -960,6 +1044,19 @@ def run_flags(runs):
             for name, r in sorted(runs.items())}
 
 
+def reused_runs():
+    """{run: {"from": its directory, "library_commit": the library it ran}}
+    for the runs of --work_dir that are links to another benchmark's run."""
+    out = {}
+    for name in sorted(os.listdir(FLAGS.work_dir)) if os.path.isdir(FLAGS.work_dir) else []:
+        path = os.path.join(FLAGS.work_dir, name)
+        if os.path.islink(path):
+            with open(os.path.join(path, "launch.json")) as f:
+                launch = json.load(f)
+            out[name] = {"from": os.path.realpath(path), "library_commit": launch_commit(launch)}
+    return out
+
+
 def aggregate():
     runs = load_runs()
     pts = points(runs)
@@ -977,6 +1074,8 @@ def aggregate():
               "at_target_densities": {str(d): {m: seeds_at(pts, m, d) for m in TABLE_METHODS}
                                       for d in PARETO_DENSITIES},
               "run_flags": run_flags(runs),
+              # Runs linked from another benchmark's directory (--reuse_dir).
+              "reused": reused_runs(),
               # Every run's per-round records (results.json "rounds"), for the diagnostics.
               "round_records": {name: r["rounds"] for name, r in sorted(runs.items())}}
     # Missing against the whole default grid, whatever subset this invocation ran.

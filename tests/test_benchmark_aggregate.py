@@ -4,6 +4,8 @@ Synthetic results.json records stand in for finished runs, so the numbers the
 README shows can be checked by hand.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -176,9 +178,59 @@ def test_run_names_and_specs(bench, tmp_path):
     (tmp_path / "unidlth_s0.965_seed0" / "results.json").write_text(
         '{"total": {"epochs": 37, "train_steps": 33929}, "flags": {"allocation": "erk", '
         '"block_size": null, "epochs": 60}}')
-    resolved = bench.resolve(eq, str(tmp_path))
+    defaults = {"allocation": "uniform", "block_size": None, "output_rate_scale": 0.5}
+    resolved = bench.resolve(eq, str(tmp_path), defaults)
     assert "--epochs=37" in resolved and "--allocation=erk" in resolved  # the same mask flags
     assert resolved[-1] == "--train_limit=900" and not any("block_size" in f for f in resolved)
+    # A run on its default allocation records it only among its hyperparameters:
+    # the control still draws an ERK mask, and a mask flag at the random
+    # method's own default is left out.
+    (tmp_path / "unidlth_s0.965_seed0" / "results.json").write_text(
+        '{"total": {"epochs": 41}, "flags": {"allocation": null}, "hyperparameters": '
+        '{"allocation": "erk", "output_rate_scale": 0.5, "block_size": null}}')
+    resolved = bench.resolve(eq, str(tmp_path), defaults)
+    assert "--epochs=41" in resolved and "--allocation=erk" in resolved
+    assert not any("output_rate_scale" in f for f in resolved)
+
+
+def test_changed_defaults_are_the_library_defaults(bench):
+    from tf_unilth import methods
+    for method, (_, given) in bench.CHANGED_DEFAULTS.items():
+        defaults = {f.name: f.default for f in methods.get(method).hyperparameters()}
+        for flag in given:
+            name, _, value = flag[2:].partition("=")
+            assert defaults[name] == (value if value else True), (method, flag)
+    assert bench.random_mask_defaults()["allocation"] == "uniform"
+
+
+def test_a_run_of_the_same_command_is_reused(bench, tmp_path, monkeypatch):
+    other = tmp_path / "stage2"
+    new, old = "c" * 40, "0" * 40  # libraries with / without the changed defaults
+    monkeypatch.setattr(bench, "has_commit", lambda commit, since: commit == new)
+    runs = [("erk_rae", old, ["--data_dir=/a", "--method=unidlth", "--seed=0",
+                              "--allocation=erk", "--remove_at_end"]),
+            ("v1_then_default", old, ["--data_dir=/a", "--method=unidlth", "--seed=1"]),
+            ("v1_named", new, ["--method=unidlth", "--seed=2", "--allocation=uniform",
+                               "--noremove_at_end"]),
+            ("unfinished", new, ["--method=dlth", "--seed=0"])]
+    for name, commit, flags in runs:
+        (other / name).mkdir(parents=True)
+        (other / name / "launch.json").write_text(json.dumps(
+            {"flags": flags, "library_commit": commit}))
+        if name != "unfinished":
+            (other / name / "results.json").write_text("{}")
+    where = [str(other)]
+    # Today's defaults named or not, paths aside: the same run.
+    assert bench.find_reusable(["--data_dir=/b", "--method=unidlth", "--seed=0"], where) == \
+        str(other / "erk_rae")
+    # The same flags from a library whose defaults were the old ones: not the same run.
+    assert bench.find_reusable(["--method=unidlth", "--seed=1"], where) is None
+    assert bench.find_reusable(["--method=unidlth", "--seed=1", "--allocation=uniform",
+                                "--noremove_at_end"], where) is None
+    assert bench.find_reusable(["--method=unidlth", "--seed=2", "--allocation=uniform",
+                                "--noremove_at_end"], where) == str(other / "v1_named")
+    assert bench.find_reusable(["--method=dlth", "--seed=0"], where) is None  # unfinished
+    assert bench.find_reusable(["--method=unidlth", "--seed=0"], [str(tmp_path / "no")]) is None
 
 
 def test_interpolation_at_a_density(bench, controls):
