@@ -98,6 +98,7 @@ def test_auto_settings_and_their_reasons(tmp_path):
     conv = tf_unilth.models.build("conv2", (28, 28, 1), 10, seed=0)
     dense = tf_unilth.models.build("lenet300_100", (28, 28, 1), 10, seed=0)
     assert auto.for_model(dense).jit_compile
+    assert "XLA on" in auto.for_model(dense).describe() and "XLA off" not in auto.describe()
     for model in (conv, tf_unilth.prune(conv)):
         off = auto.for_model(model)
         assert not off.jit_compile and "convolutions" in off.describe()

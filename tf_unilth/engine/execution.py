@@ -90,8 +90,10 @@ class Execution:
                                "pruning wrapper's cross-replica mask update cannot be "
                                "compiled by XLA")
             elif not accelerator_visible():
-                reasons.append("XLA off for a model with convolutions: no GPU is visible, "
-                               "and XLA's CPU convolutions are slower")
+                # Said up front as a rule (no model is known yet); for_model
+                # applies it to each compiled model.
+                reasons.append("a model with convolutions compiles without XLA: no GPU is "
+                               "visible, and XLA's CPU convolutions are slower")
         elif isinstance(jit_compile, bool):
             jit = jit_compile
         else:
