@@ -11,6 +11,10 @@ find_ticket.py resumes).
     python benchmarks/accuracy_vs_sparsity.py --data_dir=$TFDS_DATA_DIR
     python benchmarks/accuracy_vs_sparsity.py --aggregate_only
 
+`--reuse_dir` links in a finished run another benchmark made with the same
+command (`find_reusable`) instead of training it again; `--lock` makes every
+run hold a shared flock while it trains.
+
 One protocol for all methods (PROTOCOL below, written into the JSON): Adam,
 learning rate 6e-4, batch 60, 5,000 validation examples held out; LTH trains
 `lth_epochs_per_round` per round (its controls 1 and 2), the dense baseline
@@ -533,8 +537,8 @@ def plot(rows, path_acc, path_cost):
         x = [100 * r["density"] for r in rs]
         y = np.array([100 * r["test_accuracy_mean"] for r in rs])
         e = np.array([100 * r["test_accuracy_std"] for r in rs])
-        ax.plot(x, y, "o" + _line(method), label=method, markersize=4)
-        ax.fill_between(x, y - e, y + e, alpha=0.15)
+        ax.plot(x, y, "o" + _line(method), label=method, markersize=4, color=colour(method))
+        ax.fill_between(x, y - e, y + e, alpha=0.15, color=colour(method))
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("density (% of prunable weights kept, log scale)")
@@ -552,7 +556,8 @@ def plot(rows, path_acc, path_cost):
     for method in methods:
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: -r["density"])
         ax.plot([r["train_steps_mean"] for r in rs], [100 * r["test_accuracy_mean"] for r in rs],
-                "o" + _line(method), label=method, markersize=3 if is_lth(method) else 4)
+                "o" + _line(method), label=method, markersize=3 if is_lth(method) else 4,
+                color=colour(method))
         # LTH has ~20 rounds: label every third so the labels stay readable.
         for r in (rs[::3] + rs[-1:] if is_lth(method) else rs):
             ax.annotate(f"{100 * r['density']:.1f}%", (r["train_steps_mean"],
@@ -581,6 +586,22 @@ def _line(method):
     return "--" if method in CONTROLS else "-"
 
 
+# One colour per method, the same in every plot (the grid has more methods
+# than matplotlib's 10-colour cycle, which gave two methods one colour): the
+# new methods strong, each baseline family in one hue, the controls muted.
+COLOURS = {"unilth": "tab:blue", "unilth_retrain_k": "navy", "unidlth": "tab:red",
+           "dlth": "tab:purple", "lth": "tab:orange", "lth_rewind": "saddlebrown",
+           "lth_e1": "yellowgreen", "lth_e2": "tab:green", "lth_rewind_e1": "tan",
+           "lth_rewind_e2": "peru", "random": "tab:gray", "random_equal": "tab:olive"}
+
+
+def colour(method):
+    """The method's colour (COLOURS; a method outside them: tab20 by its name)."""
+    if method in COLOURS:
+        return COLOURS[method]
+    return plt.get_cmap("tab20")(sum(map(ord, method)) % 20)
+
+
 PARETO_DENSITIES = (0.035, 0.02)
 
 
@@ -597,21 +618,22 @@ def plot_pareto(pts, rows, path, densities=PARETO_DENSITIES):
         if dense:
             ax.axhline(100 * dense["test_accuracy_mean"], color="gray", lw=1, ls=":",
                        label=f"dense {100 * dense['test_accuracy_mean']:.2f}%")
-        for family, color in ((IMP_FAMILY, "C0"), (IMP_REWIND_FAMILY, "C1")):
+        for family, color in ((IMP_FAMILY, colour("lth")),
+                              (IMP_REWIND_FAMILY, colour("lth_rewind"))):
             line = [row_at(rows, m, d) for m in family]
             line = sorted((v["train_steps_mean"], 100 * v["test_accuracy_mean"])
                           for v in line if v is not None)
             if len(line) > 1:
                 ax.plot(*zip(*line), "-", color=color, alpha=0.4, lw=1,
                         label=f"IMP k = {LTH_ROWS[family[-1]][1]}: 1, 2, 10 epochs/round")
-        for i, method in enumerate(methods):
+        for method in methods:
             vs = seeds_at(pts, method, d)
             if not vs:
                 continue
             x = np.mean([v["train_steps"] for v in vs])
             y = np.array([100 * v["test_accuracy"] for v in vs])
             marker = "s" if is_lth(method) else ("^" if method in CONTROLS else "o")
-            ax.errorbar([x], [y.mean()], yerr=[y.std()], fmt=marker, color=f"C{i % 10}",
+            ax.errorbar([x], [y.mean()], yerr=[y.std()], fmt=marker, color=colour(method),
                         capsize=3, markersize=6, label=f"{method} ({len(vs)})")
         ax.set_xscale("log")
         ax.set_xlabel("training steps from the random init (log scale)")
