@@ -27,6 +27,7 @@ with that run's allocation (MASK_FLAGS).
 """
 
 import csv
+import functools
 import json
 import os
 import re
@@ -202,9 +203,12 @@ def depends_on(run_flags):
 MASK_FLAGS = ("allocation", "block_size", "output_rate_scale")
 
 
+@functools.lru_cache(maxsize=None)
 def random_mask_defaults():
-    """{mask flag: the random method's default} in this checkout's library."""
-    sys.path.insert(0, ROOT)  # the library the runs use (PYTHONPATH=ROOT below)
+    """{mask flag: the random method's default} in this checkout's library
+    (read once: every random_equal run asks)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)  # the library the runs use (PYTHONPATH=ROOT below)
     from tf_unilth import methods  # pylint: disable=import-outside-toplevel
     fields = {f.name: f.default for f in methods.get("random").hyperparameters()}
     return {name: fields.get(name) for name in MASK_FLAGS}
@@ -254,8 +258,10 @@ def _flag_name(flag):
     return name[2:] if "=" not in flag and name.startswith("no") else name
 
 
+@functools.lru_cache(maxsize=None)
 def has_commit(commit, ancestor):
-    """Whether library `commit` contains `ancestor` (False when unknown)."""
+    """Whether library `commit` contains `ancestor` (False when unknown); asked
+    once per (commit, ancestor), not for every grid run against every candidate."""
     if not commit:
         return False
     return subprocess.call(["git", "-C", ROOT, "merge-base", "--is-ancestor", ancestor, commit],
