@@ -49,9 +49,23 @@ import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", os.environ.get("TFDS_DATA_DIR"), "TFDS data dir with mnist.")
-flags.DEFINE_string("work_dir", os.path.join(ROOT, "benchmarks", "runs"),
-                    "One directory per run (checkpoints, ticket, results.json).")
+flags.DEFINE_string("data_dir", os.environ.get("TFDS_DATA_DIR"),
+                    "TFDS data dir holding --dataset.")
+flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist"],
+                  "The grid's dataset; another than mnist names its outputs (grid_id).")
+flags.DEFINE_enum("model", "lenet300_100", ["lenet300_100", "conv2"],
+                  "The grid's model; another than lenet300_100 names its outputs (grid_id).")
+flags.DEFINE_float("learning_rate", None, "Adam's learning rate for every run (default: "
+                   "PROTOCOL's 6e-4, or the one --step=tune chose for this grid).")
+flags.DEFINE_enum("step", "grid", ["grid", "tune"],
+                  "grid: run and aggregate the grid; tune: train the dense network at each "
+                  "--tune_lrs (seed 0) and choose the learning rate on validation accuracy "
+                  "only (written to <output_dir>/accuracy_vs_sparsity<grid_id>_tune.json, "
+                  "which the grid then reads).")
+flags.DEFINE_list("tune_lrs", ["3e-4", "6e-4", "1.2e-3"], "Learning rates --step=tune tries.")
+flags.DEFINE_string("work_dir", None, "One directory per run (checkpoints, ticket, "
+                    "results.json); default benchmarks/runs (MNIST / LeNet) or "
+                    "benchmarks/runs/grid<grid_id>.")
 flags.DEFINE_string("output_dir", os.path.join(ROOT, "benchmarks", "results"),
                     "Where the aggregated JSON, CSV and plots go.")
 flags.DEFINE_list("methods", ["dense", "random", "lth", "lth_rewind", "lth_e1", "lth_e2",
@@ -124,6 +138,63 @@ PROTOCOL = {
 }
 
 
+def _flag(name):
+    """A flag's value, or its default where absl has not parsed the command
+    line (the tests import this module)."""
+    return FLAGS[name].value if FLAGS.is_parsed() else FLAGS[name].default
+
+
+def grid_id(dataset=None, model=None):
+    """'' for the MNIST / LeNet-300-100 grid, else "_<dataset>" and "_<model>"
+    for what differs: the suffix of the grid's run directory, outputs and
+    README section, so grids on other data never mix with the MNIST one."""
+    dataset, model = dataset or _flag("dataset"), model or _flag("model")
+    return ("" if dataset == "mnist" else f"_{dataset}") + (
+        "" if model == "lenet300_100" else f"_{model}")
+
+
+def work_dir():
+    """--work_dir, or the grid's own directory under benchmarks/runs."""
+    if _flag("work_dir"):
+        return _flag("work_dir")
+    gid = grid_id()
+    return os.path.join(ROOT, "benchmarks", "runs", *([f"grid{gid}"] if gid else []))
+
+
+DATASETS = {"mnist": "mnist (55,000 train / 5,000 validation held out / 10,000 test)",
+            "fashion_mnist": "fashion_mnist (55,000 train / 5,000 validation held out / "
+                             "10,000 test)"}
+
+
+def tune_path():
+    return os.path.join(_flag("output_dir"), f"accuracy_vs_sparsity{grid_id()}_tune.json")
+
+
+def learning_rate():
+    """--learning_rate, else the one --step=tune chose for this grid (on
+    validation), else PROTOCOL's; and where it came from."""
+    if _flag("learning_rate"):
+        return _flag("learning_rate"), "--learning_rate"
+    if grid_id() and os.path.exists(tune_path()):
+        with open(tune_path()) as f:
+            return float(json.load(f)["chosen"]["learning_rate"]), os.path.relpath(
+                tune_path(), ROOT)
+    return PROTOCOL["learning_rate"], "PROTOCOL (the MNIST grid's)"
+
+
+def protocol():
+    """PROTOCOL for this grid: its dataset, model and learning rate."""
+    lr, source = learning_rate()
+    out = dict(PROTOCOL, dataset=DATASETS[_flag("dataset")], model=_flag("model"),
+               learning_rate=lr)
+    if grid_id():
+        out["learning_rate_source"] = source
+        out["changes_from_previous_grid"] = [
+            "the MNIST grid's protocol on another dataset/model; the learning rate chosen on "
+            "dense validation accuracy only (learning_rate_source)"]
+    return out
+
+
 def method_flags():
     """{grid method (or "all"): [extra flags]} from --method_flag."""
     extra = {}
@@ -152,10 +223,13 @@ def run_specs(methods=None, sparsities=None, seeds=None, extra=None, data_dir=No
     extra = method_flags() if extra is None else extra
     data_dir = FLAGS.data_dir if data_dir is None else data_dir
     final = FLAGS.lth_final_sparsity if lth_final_sparsity is None else lth_final_sparsity
-    p = PROTOCOL
+    p = protocol()
     common = [f"--data_dir={data_dir}", f"--learning_rate={p['learning_rate']}",
               f"--batch_size={p['batch_size']}", f"--optimizer={p['optimizer']}",
               "--verbose=0"]
+    # Named only off the MNIST / LeNet grid, whose commands (and their reuse) stay as they were.
+    common += [f"--dataset={_flag('dataset')}"] * (_flag("dataset") != "mnist")
+    common += [f"--model={_flag('model')}"] * (_flag("model") != "lenet300_100")
     specs, last = [], []
     # Per seed, LTH's long trajectories first, so they overlap the short runs.
     order = sorted(methods, key=lambda m: (m not in ("lth", "lth_rewind"),
@@ -307,12 +381,12 @@ def launch_commit(launch):
 
 
 def run_one(name, run_flags, wait_for=None):
-    out = os.path.join(FLAGS.work_dir, name)
+    out = os.path.join(work_dir(), name)
     if os.path.exists(os.path.join(out, "results.json")):
         return name, "done before", 0.0
     if wait_for is not None:
         wait_for.result()  # submitted earlier, so already running: no deadlock
-    resolved = resolve(run_flags, FLAGS.work_dir)
+    resolved = resolve(run_flags, work_dir())
     if resolved is None:
         return name, f"skipped ({depends_on(run_flags)} has no results.json)", 0.0
     same = find_reusable(resolved, FLAGS.reuse_dir)
@@ -353,8 +427,8 @@ def parse_name(name):
 
 def load_runs():
     runs = {}
-    for name in sorted(os.listdir(FLAGS.work_dir)) if os.path.isdir(FLAGS.work_dir) else []:
-        path = os.path.join(FLAGS.work_dir, name, "results.json")
+    for name in sorted(os.listdir(work_dir())) if os.path.isdir(work_dir()) else []:
+        path = os.path.join(work_dir(), name, "results.json")
         if os.path.exists(path) and RUN_NAME.match(name):
             with open(path) as f:
                 runs[name] = json.load(f)
@@ -549,7 +623,7 @@ def plot(rows, path_acc, path_cost):
     ax.invert_xaxis()
     ax.set_xlabel("density (% of prunable weights kept, log scale)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.set_title("MNIST / LeNet-300-100 tickets", fontsize=10)
+    ax.set_title(f"{_flag('dataset')} / {_flag('model')} tickets", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     lo = min([100 * r["test_accuracy_mean"] for r in rows] + [97.0])
@@ -1043,16 +1117,24 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=(), pts=None):
     return "\n".join(lines) + "\n"
 
 
-README_BEGIN = "<!-- accuracy_vs_sparsity results: begin (written by --aggregate_only) -->"
-README_END = "<!-- accuracy_vs_sparsity results: end -->"
+def readme_markers(gid=None):
+    """The begin / end markers of this grid's README section."""
+    gid = grid_id() if gid is None else gid
+    return (f"<!-- accuracy_vs_sparsity{gid} results: begin (written by --aggregate_only) -->",
+            f"<!-- accuracy_vs_sparsity{gid} results: end -->")
+
+
+README_BEGIN, README_END = readme_markers("")
 
 
 def write_into_readme(path, text):
-    """Replace the text between the markers in `path`; no markers: leave it alone."""
+    """Replace the text between this grid's markers in `path`; no markers:
+    leave it alone."""
     if not os.path.exists(path):
         return False
     with open(path) as f:
         doc = f.read()
+    README_BEGIN, README_END = readme_markers()  # pylint: disable=redefined-outer-name
     if README_BEGIN not in doc or README_END not in doc:
         return False
     head, rest = doc.split(README_BEGIN, 1)
@@ -1076,8 +1158,8 @@ def reused_runs():
     """{run: {"from": its directory, "library_commit": the library it ran}}
     for the runs of --work_dir that are links to another benchmark's run."""
     out = {}
-    for name in sorted(os.listdir(FLAGS.work_dir)) if os.path.isdir(FLAGS.work_dir) else []:
-        path = os.path.join(FLAGS.work_dir, name)
+    for name in sorted(os.listdir(work_dir())) if os.path.isdir(work_dir()) else []:
+        path = os.path.join(work_dir(), name)
         if os.path.islink(path):
             with open(os.path.join(path, "launch.json")) as f:
                 launch = json.load(f)
@@ -1093,8 +1175,8 @@ def aggregate():
     ratios = cost_ratios(rows)
     tg = targets(rows, match, dense_acc, ratios)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    base = os.path.join(FLAGS.output_dir, "accuracy_vs_sparsity")
-    report = {"benchmark": "accuracy_vs_sparsity", "protocol": PROTOCOL,
+    base = os.path.join(FLAGS.output_dir, f"accuracy_vs_sparsity{grid_id()}")
+    report = {"benchmark": "accuracy_vs_sparsity", "protocol": protocol(),
               "method_flags_given": FLAGS.method_flag,
               "runs_finished": sorted(runs), "dense_test_accuracy_mean": dense_acc,
               "matching_dense": match, "cost_ratios": ratios, "targets": tg,
@@ -1122,19 +1204,51 @@ def aggregate():
         writer.writeheader()
         writer.writerows(rows)
     if rows:
-        plot(rows, base + ".png", os.path.join(FLAGS.output_dir, "accuracy_vs_steps.png"))
-        plot_pareto(pts, rows, os.path.join(FLAGS.output_dir, "pareto_3.5_2.png"))
+        gid = grid_id()
+        plot(rows, base + ".png", os.path.join(FLAGS.output_dir, f"accuracy_vs_steps{gid}.png"))
+        plot_pareto(pts, rows, os.path.join(FLAGS.output_dir, f"pareto_3.5_2{gid}.png"))
     print(f"{len(runs)} runs aggregated into {base}.json/.csv/.md/.png")
     return report
 
 
+def tune():
+    """The dense network at each --tune_lrs (seed 0, the dense budget); the
+    learning rate of the best validation accuracy (its best epoch, which the
+    dense method keeps) is the grid's. Test accuracy is recorded, never read."""
+    curves = {}
+    for lr in FLAGS.tune_lrs:
+        name = f"tune_lr{lr}"
+        specs = [f for n, f in run_specs(["dense"], [], ["0"], extra={})]
+        flags_lr = [f for f in specs[0] if not f.startswith("--learning_rate=")]
+        flags_lr.append(f"--learning_rate={float(lr)}")
+        print(name, *run_one(name, flags_lr)[1:], flush=True)
+        with open(os.path.join(work_dir(), name, "results.json")) as f:
+            curves[lr] = json.load(f)["final"]["val_accuracy"]
+    chosen = max(sorted(curves, key=float), key=lambda k: curves[k])  # ties: the smaller
+    out = {"rule": "dense, seed 0, the dense budget; the best validation accuracy (its best "
+                   "epoch) wins, ties to the smaller rate; test never read",
+           "val_accuracy": curves, "chosen": {"learning_rate": float(chosen),
+                                              "val_accuracy": curves[chosen]},
+           "git": provenance.git_info()}
+    os.makedirs(os.path.dirname(tune_path()), exist_ok=True)
+    with open(tune_path(), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"learning rate {chosen} (validation accuracy {curves[chosen]:.4f}) -> {tune_path()}")
+
+
 def main(argv):
     del argv
+    if FLAGS.step == "tune":
+        if grid_id() and os.path.exists(tune_path()):
+            print(f"{tune_path()} exists: the grid's learning rate is chosen")
+        else:
+            tune()
+        return
     if not FLAGS.aggregate_only:
         if not FLAGS.data_dir:
-            raise app.UsageError("Give --data_dir (or set TFDS_DATA_DIR) holding mnist.")
+            raise app.UsageError("Give --data_dir (or set TFDS_DATA_DIR) holding --dataset.")
         specs = run_specs()
-        print(f"{len(specs)} runs in the grid; work dir {FLAGS.work_dir}", flush=True)
+        print(f"{len(specs)} runs in the grid; work dir {work_dir()}", flush=True)
         with futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
             jobs = {}
             for name, f in specs:  # in order: a run waits only for one submitted before it
