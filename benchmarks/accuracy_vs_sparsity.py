@@ -83,6 +83,11 @@ flags.DEFINE_string("readme", os.path.join(ROOT, "benchmarks", "README.md"),
 flags.DEFINE_list("reuse_dir", [], "Directories of finished runs (e.g. stage2_confirm's "
                   "benchmarks/runs/tuning_stage2): a grid run launched there with the same "
                   "flags is linked into --work_dir instead of run again (JSON: reused).")
+flags.DEFINE_list("restore_from", [], "Aggregated JSONs of this grid (its --output_dir's "
+                  "accuracy_vs_sparsity<grid_id>.json): each finished run they record whose "
+                  "directory is gone is written back as a results.json of what the JSON "
+                  "holds (final, total, rounds, flags; marked restored_from), so the grid "
+                  "runs only what is missing (JSON: reused).")
 flags.DEFINE_string("lock", None, "A file every run holds with flock(1) while it trains, "
                     "shared with other benchmarks (one training process at a time).")
 flags.DEFINE_float("lth_final_sparsity", 0.985, "Where LTH's trajectory stops (1.5% density).")
@@ -1155,16 +1160,72 @@ def run_flags(runs):
 
 
 def reused_runs():
-    """{run: {"from": its directory, "library_commit": the library it ran}}
-    for the runs of --work_dir that are links to another benchmark's run."""
+    """{run: {"from": where it ran, "library_commit": the library it ran}} for
+    the runs of --work_dir that are links to another benchmark's run or were
+    restored from an earlier aggregate (--restore_from); paths relative to
+    the checkout, so the JSON names no machine's directories."""
     out = {}
     for name in sorted(os.listdir(work_dir())) if os.path.isdir(work_dir()) else []:
         path = os.path.join(work_dir(), name)
         if os.path.islink(path):
             with open(os.path.join(path, "launch.json")) as f:
                 launch = json.load(f)
-            out[name] = {"from": os.path.realpath(path), "library_commit": launch_commit(launch)}
+            out[name] = {"from": os.path.relpath(os.path.realpath(path), ROOT),
+                         "library_commit": launch_commit(launch)}
+        elif os.path.exists(os.path.join(path, "results.json")):
+            with open(os.path.join(path, "results.json")) as f:
+                restored = json.load(f).get("restored_from")
+            if restored:
+                out[name] = restored
     return out
+
+
+def restore_runs(paths, library_commit):
+    """Writes back, from earlier aggregates of this grid, the results.json of
+    every finished run whose directory is gone (a new checkout keeps the
+    committed JSON, not benchmarks/runs): what aggregate() and resolve() read,
+    nothing more. The mask flags random_equal copies are the run's own flags
+    over its method's defaults in this checkout's library, which
+    library_commit must be (the commit the runs were launched from)."""
+    from tf_unilth import methods  # pylint: disable=import-outside-toplevel
+    restored = 0
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        by_name = {}
+        for pt in report["points"]:
+            if pt["round"] is None:
+                by_name[f"{pt['method']}_s{_sparsity_name(pt)}_seed{pt['seed']}"
+                        if pt["method"] != "dense" else f"dense_seed{pt['seed']}"] = pt
+        for name in report["runs_finished"]:
+            out = os.path.join(work_dir(), name)
+            if os.path.exists(os.path.join(out, "results.json")):
+                continue
+            method, _, _ = parse_name(name)
+            flags_ran = report["run_flags"][name]
+            r = {"flags": flags_ran, "rounds": report["round_records"][name],
+                 "restored_from": {"from": os.path.relpath(os.path.abspath(path), ROOT),
+                                   "library_commit": library_commit}}
+            if not is_lth(method):
+                pt = by_name[name]
+                defaults = {f.name: f.default for f in
+                            methods.get(flags_ran["method"]).hyperparameters()}
+                r["hyperparameters"] = dict(defaults, **flags_ran)
+                r["final"] = {"sparsity": 1 - pt["density"], "test_accuracy": pt["test_accuracy"],
+                              "val_accuracy": pt["val_accuracy"]}
+                r["total"] = {"train_steps": pt["train_steps"], "epochs": pt["epochs"],
+                              "wall_seconds": pt["wall_seconds"]}
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "results.json"), "w") as f:
+                json.dump(r, f, indent=1)
+            restored += 1
+    print(f"{restored} runs restored from {', '.join(paths)}", flush=True)
+
+
+def _sparsity_name(pt):
+    """The grid's spelling of a run's target sparsity (its name's _s<...>)."""
+    target = 1 - pt["density"]
+    return min(FLAGS.sparsities, key=lambda s: abs(float(s) - target))
 
 
 def aggregate():
@@ -1247,6 +1308,8 @@ def main(argv):
     if not FLAGS.aggregate_only:
         if not FLAGS.data_dir:
             raise app.UsageError("Give --data_dir (or set TFDS_DATA_DIR) holding --dataset.")
+        if FLAGS.restore_from:
+            restore_runs(FLAGS.restore_from, provenance.git_info().get("commit"))
         specs = run_specs()
         print(f"{len(specs)} runs in the grid; work dir {work_dir()}", flush=True)
         with futures.ThreadPoolExecutor(FLAGS.parallel) as pool:
