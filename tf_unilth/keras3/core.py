@@ -308,7 +308,7 @@ def gradients(model, batch):
         import jax  # pylint: disable=import-outside-toplevel
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
-        index = {id(r.weight): i for i, r in enumerate(model.trainable_variables)}
+        index = {id(v): i for i, v in enumerate(model.trainable_variables)}
 
         def f(tv):
             out, _ = model.stateless_call(tv, non_trainable, x, training=False)
