@@ -175,3 +175,23 @@ def test_keras3_path_refuses_what_it_cannot_keep():
                          printer=lambda *_: None)
     with pytest.raises(ValueError, match="inputs have shape"):
         kits.find_ticket(tiny_model(inputs=5), "dense", (x, y), (x, y), epochs=1, verbose=0)
+
+
+def test_a_keras3_ticket_exports_to_tflite_with_its_sparsity_kept(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from tf_unilth.keras3 import export  # pylint: disable=import-outside-toplevel
+    model = core.prune(tiny_model(inputs=64, classes=10))
+    rng = np.random.default_rng(0)
+    core.remove(model, Mask({k: rng.random(m.shape) < 0.9
+                             for k, m in core.get_masks(model).items()}))
+    sample = rng.random((8, 64), dtype=np.float32)
+    report = export.to_tflite(model, tmp_path / "ticket.tflite", sample=sample)
+    assert os.path.getsize(tmp_path / "ticket.tflite") == report["size_bytes"]
+    assert report["max_abs_difference"] <= 1e-4 and report["agreement"] == 1.0  # interpreter
+    assert report["ticket_sparsity"] == pytest.approx(core.sparsity(model))
+    fc1 = [w for w in report["weights"] if w["shape"] == [24, 64]][0]
+    assert fc1["format"] != "dense"  # the zeros are not stored
+    assert fc1["stored_values"] == int(core.get_masks(model)["fc1/0"].sum())
+    dense = export.convert(model, sparse=False)
+    assert report["size_bytes"] < len(dense)
