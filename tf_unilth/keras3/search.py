@@ -72,7 +72,15 @@ class Data:
             train = arrays
             validation = _arrays_of(splits.validation) if splits.validation is not None else None
             test = _arrays_of(splits.test) if splits.test is not None else None
-        if not isinstance(train, tuple):
+        if _arrays_of(train) is not None:  # a tf.data dataset made by tf_unilth.data
+            from tf_unilth._compat import static_batch_size  # noqa: E501  pylint: disable=import-outside-toplevel
+            batch_size = static_batch_size(train) or batch_size
+            train = _arrays_of(train)
+            validation = validation if validation is None or isinstance(validation, tuple) \
+                else _arrays_of(validation)
+            test = test if test is None or isinstance(test, tuple) else _arrays_of(test)
+        if not isinstance(train, tuple) or (validation is not None and not isinstance(
+                validation, tuple)) or (test is not None and not isinstance(test, tuple)):
             raise TypeError("On the Keras 3 path train_data must be an (x, y) pair of numpy "
                             f"arrays or tf_unilth.data.Splits; got {type(train).__name__}.")
         train = _pair(train, "train")
