@@ -65,6 +65,16 @@ TfmotPruning = pruning_impl.Pruning
 collect_prunable_layers = pruning_wrapper.collect_prunable_layers
 
 
+def prune_callback_error_message(wrapper):
+    """tfmot's message for a pruning wrapper trained without UpdatePruningStep."""
+    return wrapper._PRUNE_CALLBACK_ERROR_MSG  # pylint: disable=protected-access
+
+
+def sparsity_m_by_n(wrapper):
+    """The wrapper's (m, n) structured sparsity, or None (tfmot keeps it private)."""
+    return wrapper._sparsity_m_by_n  # pylint: disable=protected-access
+
+
 def prunable_weight_count(layer):
     """Number of weight tensors tfmot would prune in `layer` (None: cannot)."""
     if hasattr(layer, "get_prunable_weights"):

@@ -36,8 +36,9 @@ import inspect
 
 from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optimizer,
                                check_model, collect_prunable_layers, keras, magnitude_mask,
-                               optimizer_slots, prunable_weight_count, pruning_parts,
-                               rename_layer, set_variable_constraint, smart_cond, tf, tfmot)
+                               optimizer_slots, prune_callback_error_message, prunable_weight_count, pruning_parts,
+                               rename_layer, set_variable_constraint, smart_cond, sparsity_m_by_n, tf,
+                               tfmot)
 from tf_unilth import schedules as schedules_lib
 from tf_unilth.sparsity.mask import Mask
 
@@ -86,6 +87,7 @@ class MonotonePruning(TfmotPruning):
 
     def __init__(self, *args, removal_plan, **kwargs):
         super().__init__(*args, **kwargs)
+        self._m_by_n = sparsity_m_by_n(self)
         self.removal_plan = removal_plan
         self._slots = [[] for _ in pruning_parts(self)[0]]
 
@@ -134,7 +136,7 @@ class MonotonePruning(TfmotPruning):
             return tf.group(ops + log)
 
         def maybe_apply(distribution=None):
-            if self._sparsity_m_by_n:  # tfmot's rule: the m-by-n mask is made at step 1
+            if self._m_by_n:  # tfmot's rule: the m-by-n mask is made at step 1
                 should_prune = tf.equal(step_fn(), 1)
             else:
                 should_prune = schedule(step_fn())[0]
@@ -276,10 +278,14 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
             training = keras.backend.learning_phase()
 
         def train_updates():
+            if training is True:
+                self._check_step_callback()
             with tf.control_dependencies([self.pruning_step.assign_add(1)]):
+                # Kept for graphs traced before a callback reset the step; XLA
+                # compiles it away, which is why _check_step_callback exists.
                 with tf.control_dependencies([tf.debugging.assert_greater_equal(
                         self.pruning_step, tf.constant(1, tf.int64),
-                        message=self._PRUNE_CALLBACK_ERROR_MSG)]):
+                        message=prune_callback_error_message(self))]):
                     return tf.group(self.pruning_obj.conditional_mask_update())
 
         self.add_update(smart_cond(training, train_updates, tf.no_op))
@@ -290,6 +296,23 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
             if "training" in inspect.getfullargspec(self.layer.call).args:
                 return self.layer.call(inputs, training=training, **kwargs)
             return self.layer.call(inputs, **kwargs)
+
+    def _check_step_callback(self):
+        """Raises, when a training step is traced, if no UpdatePruningStep set
+        the step: tfmot starts it at -1 and its callback sets it before the
+        first batch, so -1 here means training without the callback (no
+        pruning would happen). A trace-time check, unlike tfmot's in-graph
+        assert, holds under every execution setting, `jit_compile=True`
+        included. A functional model's construction passes a symbolic
+        `training`, never Python True, so it is not checked."""
+        with tf.init_scope():  # the variable's value now, outside the traced graph
+            step = int(keras.backend.get_value(self.pruning_step))
+        if step < 0:
+            raise ValueError(
+                f"{self.name}: a pruned model trains only with the UpdatePruningStep "
+                "callback (tf_unilth.callbacks.UpdatePruningStep or tfmot's), which drives "
+                "the pruning step; add it to model.fit(callbacks=[...]). "
+                + prune_callback_error_message(self))
 
     # -- what the wrapper exposes to its controllers --------------------------
     def set_removal_plan(self, plans):
