@@ -265,7 +265,8 @@ def test_mixed_float16_trains_with_removed_weights_at_zero():
             L.Dense(3, name="output")(x)))
         x, y = data_for(model)
         result = find_ticket(model, "lth", (x, y), (x, y), target_sparsity=0.5, epochs=2,
-                             rounds=1, batch_size=16, verbose=0, printer=lambda *a: None)
+                             rounds=1, batch_size=16, verbose=0, printer=lambda *a: None,
+                             jit_compile=JIT)
         assert result.model.get_layer("fc").kernel.dtype == tf.float32
         assert result.sparsity > 0.15
         assert masks.zeros_mask(result.model).sparsity == pytest.approx(result.sparsity)
@@ -279,9 +280,14 @@ RUNS = [("lstm", "unilth", 0.5), ("bidirectional", "lth", 0.5),
         ("transformer", "dlth", 0.9), ("nested", "random", 0.9),
         ("subclassed", "unidlth", 0.5), ("custom_prunable", "lth", 0.9)]
 METHOD_ARGS = {"lth": dict(epochs=2, rounds=1), "random": dict(epochs=1),
-               "dlth": dict(epochs=3), "unilth": dict(epochs=4, rounds=1, round_epochs=1,
-                                                      patience=1),
-               "unidlth": dict(epochs=4, rounds=1, round_epochs=1, patience=1)}
+               "dlth": dict(epochs=3, finetune_epochs=1),
+               "unilth": dict(epochs=4, rounds=1, round_epochs=1, patience=1,
+                              min_finetune_epochs=1),
+               "unidlth": dict(epochs=4, rounds=1, round_epochs=1, patience=1,
+                               min_finetune_epochs=1)}
+
+
+JIT = False  # XLA compiles an RNN's loop for longer than these runs train
 
 
 @pytest.mark.parametrize("family,method,target", RUNS)
@@ -290,8 +296,8 @@ def test_find_ticket_on_every_family(family, method, target, tmp_path):
     x, y = data_for(models.functional(model))
     lines = []
     result = find_ticket(model, method, (x, y), (x, y), target_sparsity=target,
-                         batch_size=16, verbose=0, printer=lines.append,
-                         **METHOD_ARGS[method])
+                         batch_size=16, verbose=0, printer=lines.append, floor_count=2,
+                         jit_compile=JIT, **METHOD_ARGS[method])
     ticket = result.model
     assert not wrapper.wrappers(ticket)
     if method in ("random", "dlth"):

@@ -200,6 +200,14 @@ def clone_model(model, layer_fn):
     return keras.Model(inputs, outputs, name=model.name)
 
 
+def true_dtype_variables():
+    """A context in which mixed precision's AutoCastVariables read as their
+    own dtype (float32), not the layer's compute dtype: the mask updates
+    compute with the stored weights."""
+    from tf_keras.src.mixed_precision import autocast_variable  # pylint: disable=import-outside-toplevel
+    return autocast_variable.enable_auto_cast_variables(None)
+
+
 def rename_layer(layer, name):
     """Sets a layer's (or model's) name; tf_keras has no public setter."""
     layer._name = name  # pylint: disable=protected-access

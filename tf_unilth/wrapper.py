@@ -38,6 +38,7 @@ from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optim
                                check_model, clone_model, collect_prunable_layers, keras, magnitude_mask,
                                is_subclassed_model, optimizer_slots, pruning_parts,
                                rename_layer, set_variable_constraint, smart_cond, sublayers, tf,
+                               true_dtype_variables,
                                tfmot)
 from tf_unilth import models as models_lib
 from tf_unilth import prunable
@@ -284,7 +285,8 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
             training = keras.backend.learning_phase()
 
         def train_updates():
-            with tf.control_dependencies([self.pruning_step.assign_add(1)]):
+            with true_dtype_variables(), \
+                    tf.control_dependencies([self.pruning_step.assign_add(1)]):
                 with tf.control_dependencies([tf.debugging.assert_greater_equal(
                         self.pruning_step, tf.constant(1, tf.int64),
                         message=self._PRUNE_CALLBACK_ERROR_MSG)]):
