@@ -312,3 +312,20 @@ def test_find_ticket_on_every_family(family, method, target, tmp_path):
     np.testing.assert_allclose(loaded(x[:4], training=False).numpy(),
                                ticket(x[:4], training=False).numpy(), atol=1e-5)
     assert masks.zeros_mask(loaded) == masks.zeros_mask(ticket)
+
+
+def test_the_coverage_benchmark_smoke_runs(tmp_path):
+    """benchmarks/model_coverage.py's quick path on one model: every column filled."""
+    from helpers import load_benchmark
+    bench = load_benchmark("model_coverage")
+    out = tmp_path / "coverage.json"
+    summary = bench.run(quick=True, output=str(out), repeats=1, printer=lambda *a: None,
+                        names=["nested"])
+    (row,) = summary["rows"]
+    assert row["tfmot"]["wraps"] and row["wraps"]["ok"]
+    (ticket,) = row["tickets"]
+    assert ticket["sparsity"] == pytest.approx(0.5, abs=0.01) and ticket["removed_exactly_zero"]
+    assert ticket["round_trip"] == {"ok": True, "error": None}
+    assert ticket["tflite"]["ok"]
+    assert set(row["step_seconds"]) == {"dense", "tfmot", "tf_unilth"}
+    assert out.exists()
