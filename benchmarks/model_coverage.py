@@ -149,7 +149,7 @@ MODELS = {f.__name__: f for f in (mlp, cnn, text_cnn, lstm, gru_simple_rnn, bidi
 QUICK = ("mlp", "lstm", "nested")
 FULL_TICKETS = (("random", 0.5), ("random", 0.9), ("unilth", 0.5), ("lth", 0.9))
 QUICK_TICKETS = (("random", 0.5),)
-METHOD_ARGS = {"random": dict(epochs=2), "lth": dict(epochs=4, rounds=3),
+METHOD_ARGS = {"random": dict(epochs=2), "lth": dict(epochs=6, prune_rate=0.55),
                "unilth": dict(epochs=5, rounds=2, round_epochs=1, patience=1,
                               min_finetune_epochs=1),
                "dlth": dict(epochs=3, finetune_epochs=1)}
