@@ -356,13 +356,49 @@ def run(quick=False, output=None, repeats=3, printer=print, names=None):
     return summary
 
 
+def table(summary):
+    """The README table (markdown) of a summary."""
+    lines = ["| model | tfmot wraps / trains | tf_unilth wraps (keys, kept dense) | "
+             "sparsity reached (method@target) | zeros exact | .keras round trip | "
+             "TFLite ok (encoded sparsity) | step ms dense / tfmot / ours |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in summary["rows"]:
+        t = row["tfmot"]
+        tfmot_cell = ("yes / yes" if t["trains"] else
+                      f"{'yes' if t['wraps'] else 'no'} / no: {t['error'][:70]}")
+        w = row["wraps"]
+        wraps = (f"yes ({len(w['keys'])}, {len(w['kept_dense'])})" if w["ok"]
+                 else f"no: {w['error'][:70]}")
+        tickets = row.get("tickets", [])
+        reached = ", ".join(f"{r['method']}@{r['target']}: "
+                            + (f"{r['sparsity']:.3f}" if "sparsity" in r else "error")
+                            for r in tickets)
+        zeros = "yes" if tickets and all(r.get("removed_exactly_zero") for r in tickets) \
+            else "no"
+        trips = "yes" if tickets and all(r.get("round_trip", {}).get("ok") for r in tickets) \
+            else "no"
+        tfl = [r.get("tflite", {}) for r in tickets]
+        tfl_ok = "yes" if tfl and all(x.get("ok") for x in tfl) else "no"
+        if tfl and any(x.get("needs") for x in tfl):
+            tfl_ok += " (batch-1 Input)"
+        enc = [x.get("encoded_sparsity") for x in tfl if x.get("encoded_sparsity") is not None]
+        if enc:
+            tfl_ok += f" ({min(enc):.2f}-{max(enc):.2f})"
+        sec = row.get("step_seconds") or {}
+        ms = " / ".join("-" if sec.get(k) is None else f"{1000 * sec[k]:.1f}"
+                        for k in ("dense", "tfmot", "tf_unilth"))
+        lines.append(f"| {row['model']} | {tfmot_cell} | {wraps} | {reached} | {zeros} | "
+                     f"{trips} | {tfl_ok} | {ms} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 models, 1 ticket each.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed fits per variant.")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "model_coverage.json"))
     args = parser.parse_args()
-    run(args.quick, args.output, args.repeats)
+    print(table(run(args.quick, args.output, args.repeats)))
 
 
 if __name__ == "__main__":
