@@ -93,7 +93,7 @@ def write_build_libraries(path=ROOT / "BUILD"):
     module or an import, run `python tests/import_graph.py --build`."""
     groups = {"tf_unilth.sparsity": "sparsity", "tf_unilth.engine": "engine",
               "tf_unilth.methods": "methods", "tf_unilth.export": "export",
-              "tf_unilth.cli": "cli"}
+              "tf_unilth.cli": "cli", "tf_unilth.keras3": "keras3"}
 
     def target(m):
         if m == "tf_unilth":

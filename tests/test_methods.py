@@ -228,11 +228,13 @@ def test_unilth_without_validation_data():
                               epochs=12)
 
 
-def test_keras3_model_is_refused_with_the_rule():
+def test_a_keras3_model_goes_to_the_keras3_search():
     keras3 = pytest.importorskip("keras")
     if not keras3.__version__.startswith("3"):
         pytest.skip("Keras 3 not installed")
-    model = keras3.Sequential([keras3.Input((3,)), keras3.layers.Dense(2)])
     train, val = _toy_data_args()
-    with pytest.raises(TypeError, match="Keras 3.*tf_keras"):
-        tf_unilth.find_ticket(model, "dense", train, val)
+    model = keras3.Sequential([keras3.Input(train[0].shape[1:]), keras3.layers.Dense(3)])
+    with pytest.raises(ValueError, match="budget|epochs"):  # checked by the same method
+        tf_unilth.find_ticket(model, "lth", train, val, epochs=1, rounds=3)
+    with pytest.raises(NotImplementedError, match="Keras 3"):  # refused, not silently lost
+        tf_unilth.find_ticket(model, "dense", train, val, epochs=1, state_dir="/nonexistent")

@@ -3,7 +3,7 @@
 import dataclasses
 
 from tf_unilth._compat import check_model, is_subclassed_model, keras, tf
-from tf_unilth import distribute, masks, methods, models, prunable, wrapper
+from tf_unilth import distribute, kits, masks, methods, models, prunable, wrapper
 from tf_unilth import search as search_lib
 
 
@@ -73,7 +73,19 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     (same weights) and the copy is trained. Under multi-worker every worker
     makes the same call; `state_dir` must then be a directory all workers
     share, and only the chief's files in it are the real ones.
+    A Keras 3 model (the `keras` package >= 3, any backend) goes to the Keras 3
+    search (`tf_unilth.keras3.finder.find_ticket`, docs/KERAS3.md): same
+    methods, same arguments (a keras.distribution instead of a strategy).
     """
+    if kits.is_keras3(model):
+        from tf_unilth.keras3 import finder as keras3_finder  # pylint: disable=import-outside-toplevel
+        return keras3_finder.find_ticket(
+            model, method, train_data, validation_data, target_sparsity, test_data, epochs,
+            optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
+            exclude=exclude, batch_size=batch_size, strategy=strategy, verbose=verbose,
+            log_dir=log_dir, printer=printer, callbacks=callbacks, state_dir=state_dir,
+            steps_per_execution=steps_per_execution, jit_compile=jit_compile, strict=strict,
+            before_training=before_training, **method_args)
     check_model(model)
     chosen = make_method(method, method_args, epochs)
     chosen.check(target_sparsity)

@@ -26,6 +26,7 @@ import numpy as np
 from tf_unilth._compat import static_batch_size, tf
 from tf_unilth import data as data_lib
 from tf_unilth import distribute
+from tf_unilth import kit as kit_lib
 from tf_unilth import masks as masks_lib
 from tf_unilth import wrapper
 from tf_unilth.engine import journal as journal_lib
@@ -214,6 +215,11 @@ class Search:
                        "are restored, not retrained.")
 
     # -- models -------------------------------------------------------------
+    @property
+    def kit(self):
+        """The verbs a method uses on this search's models (`tf_unilth.kits`)."""
+        return kit_lib
+
     def wrap(self, model, schedule_fn=None):
         """`tf_unilth.prune(model, schedule_fn)` in the strategy's scope, keeping
         the search's `exclude`d layers dense."""

@@ -108,6 +108,8 @@ def define_flags():
     _define("integer", "test_limit", None, "Use only the first N test examples (try-outs).")
     _define("list", "plugin", [], "Python files or modules to import first (they may "
             "register methods and criteria).")
+    _define("enum", "keras", "2", "2: tf_keras and tfmot (the default); 3: Keras 3 with the "
+            "backend of KERAS_BACKEND (jax, tensorflow, torch), docs/KERAS3.md.", ["2", "3"])
     method_flags.define()
     RUN_FLAGS.extend(sorted(method_flags.method_fields()))
 
@@ -152,6 +154,8 @@ def _search(run_dir, flag_values, method, execution, multi_worker, chief):
         print(f"{FLAGS.output_dir} already holds the finished run with these flags "
               f"(results.json); nothing to do.")
         return 0
+    if FLAGS.keras == "3":
+        return _search_keras3(run_dir, flag_values, method, execution)
     # First TensorFlow work: logical devices and collective ops are set up here.
     with distribute.PeerTimeout(FLAGS.peer_timeout if multi_worker else 0):
         strategy = distribute.make_strategy(FLAGS.distribution, cpu_devices=FLAGS.cpu_devices)
@@ -208,6 +212,44 @@ def _search(run_dir, flag_values, method, execution, multi_worker, chief):
     if chief:
         print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
               f"{run_dir.path('curve.png')}.")
+    return 0
+
+
+def _search_keras3(run_dir, flag_values, method, execution):
+    """--keras=3: the same search on a Keras 3 model (tf_unilth.keras3), one device."""
+    if FLAGS.distribution != "default":
+        raise errors.UsageError("--keras=3 runs on one device (--distribution=default); "
+                                "Keras 3's DataParallel is tf_unilth.keras3's distribution=.")
+    import keras  # pylint: disable=import-outside-toplevel
+    from tf_unilth.keras3 import models as keras3_models  # pylint: disable=import-outside-toplevel
+    keras.utils.set_random_seed(FLAGS.seed)
+    splits = tf_unilth.data.load(
+        FLAGS.dataset, data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size,
+        validation_size=FLAGS.validation_size, seed=FLAGS.seed, standardize=FLAGS.standardize,
+        train_limit=FLAGS.train_limit, test_limit=FLAGS.test_limit)
+    try:
+        model = keras3_models.build(FLAGS.model, splits.info.input_shape,
+                                    splits.info.num_classes, seed=FLAGS.seed)
+    except ValueError as e:
+        raise errors.UsageError(str(e)) from None
+    print(f"{FLAGS.method} on {FLAGS.dataset}/{FLAGS.model} with Keras {keras.__version__} "
+          f"({keras.backend.backend()} backend): {model.count_params():,} parameters, target "
+          f"sparsity {FLAGS.target_sparsity}. No snapshots on Keras 3: a killed run starts "
+          "over (docs/KERAS3.md).")
+    result = tf_unilth.find_ticket(
+        model, method, splits, target_sparsity=FLAGS.target_sparsity,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate, exclude=FLAGS.exclude,
+        verbose=min(FLAGS.verbose, 2), log_dir=os.path.join(FLAGS.output_dir, "logs"),
+        strict=FLAGS.strict, before_training=lambda: run_dir.record_flags(flag_values),
+        **execution)
+    summary = run_dir.write_results(
+        method=FLAGS.method, dataset=FLAGS.dataset, model_name=FLAGS.model, seed=FLAGS.seed,
+        target_sparsity=FLAGS.target_sparsity, result=result, flag_values=flag_values,
+        distribution={"strategy": "default", "replicas": 1, "keras": keras.__version__,
+                      "backend": keras.backend.backend()})
+    print(json.dumps(summary["final"], indent=1))
+    print(f"Wrote {run_dir.path('results.json')}, {run_dir.path('ticket.keras')} and "
+          f"{run_dir.path('curve.png')}.")
     return 0
 
 

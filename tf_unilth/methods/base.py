@@ -21,7 +21,7 @@ means "derived from the others" (the help says how).
 import dataclasses
 import typing
 
-from tf_unilth import masks
+from tf_unilth import kits
 from tf_unilth.sparsity import Selector, allocation, criteria, plans, selection
 from tf_unilth.sparsity.allocation import Floor
 
@@ -146,7 +146,7 @@ class Allocated(Method):
 
     def output_layers(self, model):
         """The output layer(s) of `model` (wrapped or not) for the output rate."""
-        return masks.output_layers(model, self.output_layer)
+        return kits.of(model).output_layers(model, self.output_layer)
 
     def selector(self):
         """The `Selector` (criterion, allocation, blocks, floor) of the method."""

@@ -5,7 +5,6 @@ metric are kept (model selection on validation, never on test); the LTH papers
 likewise report the network at its early-stop iteration.
 """
 
-from tf_unilth._compat import keras
 from tf_unilth.methods.base import Method, hparam, register_method
 
 
@@ -25,7 +24,7 @@ class Dense(Method):
         search.compile(model)
         keep_best = []
         if self.restore_best and search.data.validation is not None:
-            keep_best.append(keras.callbacks.EarlyStopping(
+            keep_best.append(search.kit.EarlyStopping(
                 monitor=self.restore_best, patience=self.epochs + 1, restore_best_weights=True))
         history = search.fit(model, self.epochs, callbacks=keep_best)
         search.record_round(model, 0, best_val_epoch=best_epoch(history),

@@ -15,8 +15,7 @@ every K steps (Bai et al.: 1e-4 every 5 steps), then `hold_epochs` held.
 
 import math
 
-from tf_unilth import masks, regularizers, schedules, wrapper
-from tf_unilth.callbacks import RegularizerGrowth, UpdatePruningStep, current_step
+from tf_unilth.sparsity.growth import LinearStepGrowth
 from tf_unilth.methods.base import RandomTicket, hparam, register_method
 
 DEFAULT_EPOCHS = 30
@@ -66,10 +65,10 @@ class DLTH(RandomTicket):
             reg_epochs = (self.epochs or DEFAULT_EPOCHS) - self.finetune_epochs
             increments = max(1, int(self.growth_fraction * reg_epochs * steps_per_epoch)
                              // self.lambda_every)
-            curve = regularizers.LinearStepGrowth(self.lambda_max / increments,
+            curve = LinearStepGrowth(self.lambda_max / increments,
                                                   self.lambda_every, self.lambda_max)
         else:
-            curve = regularizers.LinearStepGrowth(self.lambda_delta, self.lambda_every,
+            curve = LinearStepGrowth(self.lambda_delta, self.lambda_every,
                                                   self.lambda_max)
             reg_epochs = math.ceil(curve.steps_to_max() / steps_per_epoch) + self.hold_epochs
             if self.epochs is not None:  # a budget: regularize first, fine-tune the rest
@@ -80,9 +79,10 @@ class DLTH(RandomTicket):
                 curve.steps_to_max(), "lambda_reached": reached, "curve": curve.get_config()}
 
     def run(self, search, model, target_sparsity):
-        pruned = search.wrap(model, lambda layer: schedules.OneShotSchedule(0.0))
-        regularizers.attach(pruned)
-        plan = self.plan(masks.get_masks(pruned), target_sparsity, search.data.steps_per_epoch,
+        kit = search.kit
+        pruned = search.wrap(model, lambda layer: kit.OneShotSchedule(0.0))
+        kit.attach_regularizers(pruned)
+        plan = self.plan(kit.get_masks(pruned), target_sparsity, search.data.steps_per_epoch,
                          self.output_layers(pruned))
         search.info(plan={k: v for k, v in plan.items() if k != "curve"})
         if plan["lambda_reached"] < self.lambda_max:
@@ -91,26 +91,26 @@ class DLTH(RandomTicket):
                         "(absolute growth); raise --epochs or use --growth=relative.",
                         "lambda_short")
         selector = self.selector()
-        rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
+        rates = selector.allocation.rates(kit.get_masks(pruned), 1.0 - target_sparsity,
                                           self.output_layers(pruned))
         ticket = search.removal(pruned, selector, rates)
-        regularizers.set_selection(pruned, ticket)
-        for record in masks.pruned_weights(pruned):  # each layer's share of the removal
+        kit.set_selection(pruned, ticket)
+        for record in kit.pruned_weights(pruned):  # each layer's share of the removal
             record.wrapper.pruning_schedule.set_sparsity(
                 0, float(ticket[record.key].sum()) / ticket[record.key].size)
         search.compile(pruned)
 
-        growth = RegularizerGrowth(regularizers.LinearStepGrowth(**plan["curve"]), active=True)
+        growth = kit.RegularizerGrowth(LinearStepGrowth(**plan["curve"]), active=True)
         reg_epochs = plan["reg_epochs"]
-        search.fit(pruned, reg_epochs, callbacks=[UpdatePruningStep(), growth])
+        search.fit(pruned, reg_epochs, callbacks=[kit.UpdatePruningStep(), growth])
         search.record_round(pruned, 0, lambda_reached=growth.current())
 
         # One-shot removal at the first fine-tuning step, then the mask is fixed.
-        step = current_step(pruned)
-        for layer in wrapper.wrappers(pruned):
+        step = kit.current_step(pruned)
+        for layer in kit.wrappers(pruned):
             layer.pruning_schedule.start(step)
         growth.stop()
         search.fit(pruned, reg_epochs + self.finetune_epochs, initial_epoch=reg_epochs,
-                   callbacks=[UpdatePruningStep()])
-        search.record_round(pruned, 1, selection_fidelity=wrapper.selection_fidelity(pruned))
+                   callbacks=[kit.UpdatePruningStep()])
+        search.record_round(pruned, 1, selection_fidelity=kit.selection_fidelity(pruned))
         return pruned

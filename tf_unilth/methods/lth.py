@@ -15,8 +15,6 @@ Budget: `epochs` is the whole search, spread evenly over its trainings
 
 import numpy as np
 
-from tf_unilth import masks
-from tf_unilth.callbacks import Rewind, UpdatePruningStep
 from tf_unilth.methods.base import Selecting, hparam, register_method
 from tf_unilth.methods.dense import best_epoch
 from tf_unilth.sparsity import Mask, selection
@@ -104,24 +102,25 @@ class LTH(Selecting):
             "lower --floor_count / --floor_fraction.")
 
     def run(self, search, model, target_sparsity):
+        kit = search.kit
         pruned = search.wrap(model)
         search.compile(pruned)
         outputs = self.output_layers(pruned)
-        plan = self.plan(masks.get_masks(pruned), target_sparsity, search.data.steps_per_epoch,
+        plan = self.plan(kit.get_masks(pruned), target_sparsity, search.data.steps_per_epoch,
                          outputs)
         search.info(plan=plan)
         selector = self.selector()
-        rewind = Rewind(search.checkpoint_dir("rewind"), keep_epochs=1,
+        rewind = kit.Rewind(search.checkpoint_dir("rewind"), keep_epochs=1,
                         save_step=self.rewind_step)
         for round_index in range(plan["rounds"] + 1):
             if round_index > 0:
-                if self.rounds is None and masks.sparsity(pruned) >= target_sparsity - 1e-9:
+                if self.rounds is None and kit.sparsity(pruned) >= target_sparsity - 1e-9:
                     break
-                alive = masks.get_masks(pruned)
+                alive = kit.get_masks(pruned)
                 rates = selector.allocation.fixed_rates(alive, self.prune_rate, outputs)
-                masks.remove(pruned, search.removal(pruned, selector, rates))
+                kit.remove(pruned, search.removal(pruned, selector, rates))
                 rewind.rewind_to_step()  # theta_k and the optimizer at step k; masks kept
             history = search.fit(pruned, plan["epochs_per_round"],
-                                 callbacks=[UpdatePruningStep(), rewind])
+                                 callbacks=[kit.UpdatePruningStep(), rewind])
             search.record_round(pruned, round_index, best_val_epoch=best_epoch(history))
         return pruned

@@ -2,8 +2,6 @@
 from the same initialization with the mask fixed and no regularization.
 A winning ticket has to beat this."""
 
-from tf_unilth import masks
-from tf_unilth.callbacks import UpdatePruningStep
 from tf_unilth.methods.base import RandomTicket, hparam, register_method
 from tf_unilth.methods.dense import best_epoch
 
@@ -18,12 +16,13 @@ class Random(RandomTicket):
             raise ValueError(f"random: epochs must be >= 1, got {self.epochs} (flag --epochs).")
 
     def run(self, search, model, target_sparsity):
+        kit = search.kit
         pruned = search.wrap(model)
         selector = self.selector()
-        rates = selector.allocation.rates(masks.get_masks(pruned), 1.0 - target_sparsity,
+        rates = selector.allocation.rates(kit.get_masks(pruned), 1.0 - target_sparsity,
                                           self.output_layers(pruned))
-        masks.remove(pruned, search.removal(pruned, selector, rates))
+        kit.remove(pruned, search.removal(pruned, selector, rates))
         search.compile(pruned)
-        history = search.fit(pruned, self.epochs, callbacks=[UpdatePruningStep()])
+        history = search.fit(pruned, self.epochs, callbacks=[kit.UpdatePruningStep()])
         search.record_round(pruned, 1, best_val_epoch=best_epoch(history))
         return pruned

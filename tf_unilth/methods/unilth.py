@@ -28,13 +28,11 @@ import itertools
 import math
 import time
 
-from tf_unilth._compat import keras
-from tf_unilth import learning_rates, masks, regularizers, schedules, wrapper
-from tf_unilth.callbacks import (PlateauTrigger, RegularizerGrowth, Rewind,
-                                 UpdatePruningStep, current_step)
+from tf_unilth import kits
 from tf_unilth.methods.base import (Method, RandomTicket, Selecting, hparam,
                                     register_method)
-from tf_unilth.sparsity import Mask
+from tf_unilth.sparsity import Mask, plans
+from tf_unilth.sparsity.growth import PowerGrowth
 
 
 @dataclasses.dataclass
@@ -90,7 +88,7 @@ class Staged(Method):
         if self.growth_steps is not None and self.growth_steps < 1:
             raise ValueError(f"{self.name}: growth_steps must be >= 1, got {self.growth_steps} "
                              "(flag --growth_steps).")
-        regularizers.PowerGrowth(self.lambda_max, 1, self.gamma)  # its own range checks
+        PowerGrowth(self.lambda_max, 1, self.gamma)  # its own range checks
         if not (0.0 < self.max_cut < 1.0 and 0.0 < self.cut_below < 1.0):
             raise ValueError(f"{self.name}: max_cut and cut_below must be in (0, 1), got "
                              f"{self.max_cut} and {self.cut_below} (flags --max_cut, "
@@ -104,8 +102,8 @@ class Staged(Method):
         final = 1.0 - target_sparsity
         if self.round_plan == "geometric" or final >= self.cut_below:
             return [(d, self.round_epochs)
-                    for d in schedules.geometric_densities(target_sparsity, self.rounds)]
-        above = [(d, self.round_epochs) for d in schedules.geometric_densities(
+                    for d in plans.geometric_densities(target_sparsity, self.rounds)]
+        above = [(d, self.round_epochs) for d in plans.geometric_densities(
             1.0 - self.cut_below, self.rounds)]
         cuts = max(1, math.ceil(math.log(final / self.cut_below) / math.log(1.0 - self.max_cut)
                                 - 1e-9))
@@ -135,11 +133,11 @@ class Staged(Method):
                              "validation data (validation_data=..., or a validation split).")
         pruned = self.prepare(model, target_sparsity, search.strategy, search.exclude)
         search.compile(pruned)
-        search.info(plan=self.plan(masks.get_masks(pruned), target_sparsity,
+        search.info(plan=self.plan(search.kit.get_masks(pruned), target_sparsity,
                                    search.data.steps_per_epoch, self.output_layers(pruned)))
         learning_rate = None
         if self.lr_schedule != "constant" or self.weight_decay:
-            base = float(keras.backend.get_value(pruned.optimizer.learning_rate))
+            base = search.kit.learning_rate_value(pruned)
             learning_rate = self.learning_rate(pruned, base)
             search.compile(pruned, learning_rate=learning_rate)
         self.stage_learning_rate = learning_rate  # for a method that trains on after
@@ -167,23 +165,17 @@ class Staged(Method):
         densities = [d for d, _ in self.round_plan_of(target_sparsity)]
         if getattr(self, "remove_at_end", False):
             densities = densities[-1:]  # one removal, after the last round
-        with (strategy or model.distribute_strategy).scope():
-            pruned = wrapper.prune(model, lambda layer: schedules.TriggeredSchedule.rounds(
-                densities, steps_per_round=1), exclude=exclude)
-        regularizers.attach(pruned)
+        kit = kits.of(model)
+        pruned = kit.prune(model, lambda layer: kit.TriggeredSchedule.rounds(
+            densities, steps_per_round=1), exclude=exclude, strategy=strategy)
+        kit.attach_regularizers(pruned)
         return pruned
 
     def learning_rate(self, model, base):
         """The learning rate to compile `model` (prepared) with when stages 2-3
         use `lr_schedule` or `weight_decay`: a `StageLearningRate` at `base`,
         and the decoupled decay wired into the wrappers (rate 0 in stage 1)."""
-        layers = wrapper.wrappers(model)
-        with model.distribute_strategy.scope():
-            rate = learning_rates.StageLearningRate(base, layers[0].pruning_step)
-            decay = learning_rates.DecoupledDecay(rate) if self.weight_decay else None
-        rate.decay = decay  # the controller starts it with stage 2
-        wrapper.decay_weights(model, decay.factor if decay else None)
-        return rate
+        return kits.of(model).stage_learning_rate(model, base, self.weight_decay)
 
     def callbacks(self, model, target_sparsity, checkpoint_dir=None, on_round_end=None,
                   batch=None, warn=None, event=None, learning_rate=None):
@@ -193,19 +185,20 @@ class Staged(Method):
         (default: printed); `event(name, value)` marks the trigger and rewind;
         `learning_rate` is the model's `learning_rate(...)` schedule, when it
         was compiled with one."""
-        del model  # every callback finds the model through set_model
+        kit = kits.of(model)  # every callback finds the model through set_model
         rewind_epochs = self.patience if self.rewind_epochs is None else self.rewind_epochs
-        rewind = Rewind(checkpoint_dir,
-                        keep_epochs=max(rewind_epochs, self.finetune_patience) + 1)
-        growth = RegularizerGrowth(regularizers.PowerGrowth(
+        rewind = kit.Rewind(checkpoint_dir,
+                            keep_epochs=max(rewind_epochs, self.finetune_patience) + 1)
+        growth = kit.RegularizerGrowth(PowerGrowth(
             self.lambda_max, self.growth_steps or 1, self.gamma))
-        trigger = PlateauTrigger("val_loss", min_delta=self.min_delta, patience=self.patience)
-        finetune = PlateauTrigger("val_loss", min_delta=self.min_delta,
+        trigger = kit.PlateauTrigger("val_loss", min_delta=self.min_delta,
+                                     patience=self.patience)
+        finetune = kit.PlateauTrigger("val_loss", min_delta=self.min_delta,
                                   patience=self.finetune_patience, stop_on_fire=True)
-        stages = StagedPruning(self, target_sparsity, trigger, rewind, growth, finetune,
+        stages = kit.callback_class(StagedPruning)(self, target_sparsity, trigger, rewind, growth, finetune,
                                on_round_end=on_round_end, batch=batch, warn=warn, event=event,
                                learning_rate=learning_rate)
-        return [UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
+        return [kit.UpdatePruningStep(), rewind, trigger, stages, growth, finetune]
 
 
 @register_method("unilth")
@@ -252,8 +245,9 @@ class UniLTHRetrain(UniLTH):
                 "retrain_epochs": self.retrain_epochs}
 
     def run(self, search, model, target_sparsity):
+        kit = search.kit
         pruned = super().run(search, model, target_sparsity)
-        rewind = Rewind(search.checkpoint_dir("rewind"))
+        rewind = kit.Rewind(search.checkpoint_dir("rewind"))
         rewind.set_model(pruned)
         rewind.restore(REWIND_POINT)  # theta_k and its optimizer state; the mask kept
         if self.stage_learning_rate is not None:  # the retraining's own schedule
@@ -261,15 +255,18 @@ class UniLTHRetrain(UniLTH):
                 self.stage_learning_rate.hold()
             else:
                 self.stage_learning_rate.begin(
-                    current_step(pruned), self.retrain_epochs * search.data.steps_per_epoch,
+                    kit.current_step(pruned), self.retrain_epochs * search.data.steps_per_epoch,
                     self.lr_schedule)
-        search.fit(pruned, self.retrain_epochs, callbacks=[UpdatePruningStep()])
+        search.fit(pruned, self.retrain_epochs, callbacks=[kit.UpdatePruningStep()])
         search.record_round(pruned, len(search.rounds) + 1, retrained_from="rewind_point")
         return pruned
 
 
-class StagedPruning(keras.callbacks.Callback):
-    """Runs stages 2 and 3 when the plateau trigger fires (see module doc)."""
+class StagedPruning:
+    """Runs stages 2 and 3 when the plateau trigger fires (see module doc).
+
+    The callback logic alone: `kit.callback_class(StagedPruning)` is the
+    callback of the model's Keras (tf_keras or Keras 3)."""
 
     def __init__(self, method, target_sparsity, trigger, rewind, growth, finetune,
                  on_round_end=None, batch=None, warn=None, event=None, learning_rate=None):
@@ -296,6 +293,10 @@ class StagedPruning(keras.callbacks.Callback):
         finetune.add_listener(self._restore_best)
         finetune.armed = False
 
+    @property
+    def kit(self):
+        return kits.of(self.model)
+
     def on_train_begin(self, logs=None):
         self.stage, self.round, self.log = 1, 0, []
         self.forced, self.trigger_epoch, self.rewind_epoch = False, None, None
@@ -312,13 +313,14 @@ class StagedPruning(keras.callbacks.Callback):
         self.rewind_epoch += 1  # reported 1-based, like Keras' progress bar
         self.event("trigger_epoch", epoch + 1)
         self.event("rewound_to_epoch", self.rewind_epoch)
-        self._steps_per_epoch = current_step(self.model) - self._epoch_start_step
+        kit = self.kit
+        self._steps_per_epoch = kit.current_step(self.model) - self._epoch_start_step
         ends = list(itertools.accumulate(e * self._steps_per_epoch for e in self.round_epochs))
         sparsities = [1.0 - d for d in self.densities]
         if self.at_end:  # one removal, after the last round
             ends, sparsities = ends[-1:], sparsities[-1:]
-        step = current_step(self.model)
-        for layer in wrapper.wrappers(self.model):
+        step = kit.current_step(self.model)
+        for layer in kit.wrappers(self.model):
             layer.pruning_schedule.set_plan(sparsities, ends)
             layer.pruning_schedule.start(step)
         decay = getattr(self.learning_rate, "decay", None)
@@ -330,7 +332,8 @@ class StagedPruning(keras.callbacks.Callback):
     def _begin_round(self):
         self.round += 1
         i = self.round - 1
-        alive = masks.get_masks(self.model)
+        kit = self.kit
+        alive = kit.get_masks(self.model)
         if self.at_end and self.round > 1:  # the weights still kept: the plan's survivors
             alive = alive.remove(self._extruded)
         progress = self.round / len(self.densities) if self.geometric else \
@@ -339,18 +342,18 @@ class StagedPruning(keras.callbacks.Callback):
             alive, self.densities[i], self.densities[-1], progress,
             self.method.output_layers(self.model))
         batch = self.batch() if self.batch and self.selector.needs_gradients else None
-        chosen = masks.choose_among(self.model, self.selector, rates, alive, batch) \
-            if self.at_end else masks.choose(self.model, self.selector, rates, batch)
+        chosen = kit.choose_among(self.model, self.selector, rates, alive, batch) \
+            if self.at_end else kit.choose(self.model, self.selector, rates, batch)
         if self.at_end:  # every chunk so far is extruded; removed at the end
             self._extruded = chosen if self.round == 1 else Mask({
                 k: self._extruded[k] | chosen[k] for k in chosen})
             chosen = self._extruded
-        regularizers.set_selection(self.model, chosen)
+        kit.set_selection(self.model, chosen)
         event = 0 if self.at_end else i
         if not self.at_end or self.round == len(self.densities):
-            for record in masks.pruned_weights(self.model):  # each layer's share
+            for record in kit.pruned_weights(self.model):  # each layer's share
                 schedule = record.wrapper.pruning_schedule
-                kept = masks.get_masks(self.model)[record.key]
+                kept = kit.get_masks(self.model)[record.key]
                 left = float(kept.sum()) - float((chosen[record.key] & kept).sum())
                 schedule.set_sparsity(event, 1.0 - left / chosen[record.key].size)
         self._round_end = (self.trigger_epoch if self.round == 1 else self._round_end) \
@@ -359,12 +362,12 @@ class StagedPruning(keras.callbacks.Callback):
         self.growth.curve.steps = self.method.growth_steps or max(1, round_steps // 2)
         self.growth.restart()
         if self.learning_rate is not None and self.method.lr_schedule != "constant":
-            self.learning_rate.begin(current_step(self.model), round_steps,
+            self.learning_rate.begin(kit.current_step(self.model), round_steps,
                                      self.method.lr_schedule)
 
     # -- per epoch ----------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start_step = current_step(self.model)
+        self._epoch_start_step = self.kit.current_step(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         m = self.method
@@ -383,7 +386,7 @@ class StagedPruning(keras.callbacks.Callback):
 
     def _end_round(self, epoch, logs):
         info = {"round": self.round, "epoch": epoch + 1, "logs": dict(logs or {}),
-                "selection_fidelity": wrapper.selection_fidelity(self.model),
+                "selection_fidelity": self.kit.selection_fidelity(self.model),
                 "epochs": self._epochs_done, "seconds": time.perf_counter() - self._start_time,
                 "lambda": self.growth.current()}
         self.log.append(info)
@@ -395,13 +398,14 @@ class StagedPruning(keras.callbacks.Callback):
         if epoch + 1 >= self.method.epochs:
             self.warn(f"{self.method.name}: no epoch is left for fine-tuning after the last "
                       "round; raise --epochs or --min_finetune_epochs.", "finetune_skipped")
+        kit = self.kit
         self.growth.stop()
-        regularizers.set_selection(self.model, {})
-        for layer in wrapper.wrappers(self.model):
+        kit.set_selection(self.model, {})
+        for layer in kit.wrappers(self.model):
             layer.pruning_schedule.freeze()
         if self.learning_rate is not None and self.method.lr_schedule != "constant":
             left = (self.method.epochs - (epoch + 1)) * self._steps_per_epoch
-            self.learning_rate.begin(current_step(self.model), left, self.method.lr_schedule)
+            self.learning_rate.begin(kit.current_step(self.model), left, self.method.lr_schedule)
         self.stage = 3
         self.finetune.rearm()
 
@@ -437,7 +441,7 @@ class StagedPruning(keras.callbacks.Callback):
 
 
 def _print_round(model, info):
-    print(f"round {info['round']} | sparsity {100 * masks.sparsity(model):.2f}% | "
+    print(f"round {info['round']} | sparsity {100 * kits.of(model).sparsity(model):.2f}% | "
           f"val acc {100 * info['logs'].get('val_accuracy', float('nan')):.2f}% | "
           f"fidelity {info['selection_fidelity']:.3f}")
 

@@ -1,0 +1,111 @@
+"""`find_ticket` for a Keras 3 model: the same call and the same `TicketResult`
+as `tf_unilth.finder.find_ticket`, through the Keras 3 search and the same
+methods (their `run()` is shared; `tf_unilth.kits` gives them the Keras 3 verbs).
+"""
+
+import dataclasses
+
+from tf_unilth import methods
+from tf_unilth.keras3 import core
+from tf_unilth.keras3 import search as search_lib
+from tf_unilth.keras3._compat import keras
+
+
+@dataclasses.dataclass
+class TicketResult:
+    """As `tf_unilth.finder.TicketResult`: the ticket (a plain Keras 3 model,
+    removed weights exactly 0), its rounds, sparsity, final and total records."""
+    model: object
+    rounds: list
+    sparsity: float
+    final: dict
+    total: dict
+    method_info: dict = None
+    pruned_model: object = None
+    warnings: list = dataclasses.field(default_factory=list)
+    hyperparameters: dict = None
+
+
+def make_method(method, method_args=None, epochs=None):
+    method_args = dict(method_args or {})
+    if epochs is not None:
+        method_args["epochs"] = epochs
+    if isinstance(method, methods.Method):
+        return dataclasses.replace(method, **method_args) if method_args else method
+    return methods.get(method).create(**method_args)
+
+
+def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
+                test_data=None, epochs=None, *, optimizer="adam", learning_rate=None,
+                loss=None, metrics=None, exclude=(), batch_size=128, strategy=None,
+                distribution=None, verbose=1, log_dir=None, printer=print, callbacks=(),
+                state_dir=None, steps_per_execution="auto", jit_compile="auto", strict=False,
+                before_training=None, seed=None, **method_args):
+    """Trains the Keras 3 `model` into a ticket (see tf_unilth.find_ticket).
+    Data: (x, y) numpy pairs or tf_unilth.data.Splits. `distribution`: a
+    keras.distribution (e.g. DataParallel), set for the search's duration."""
+    core.check_model(model)
+    chosen = make_method(method, method_args, epochs)
+    chosen.check(target_sparsity)
+    if chosen.needs_validation and validation_data is None and not hasattr(train_data, "info"):
+        raise ValueError(f"{chosen.name} watches val_loss (its plateau trigger): give "
+                         "validation data (validation_data=..., or a validation split).")
+    if strategy is not None:
+        raise ValueError("tf.distribute strategies are tf_keras'; on Keras 3 pass "
+                         "distribution= (a keras.distribution, e.g. DataParallel).")
+    unknown = set(exclude) - {layer.name for layer in model.layers}
+    if unknown:
+        raise ValueError(f"exclude names layers not in the model: {sorted(unknown)}; its "
+                         f"layers: {[layer.name for layer in model.layers]}.")
+    if learning_rate is not None and not (isinstance(learning_rate, (int, float))
+                                          and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r} (flag "
+                         "--learning_rate).")
+    data = search_lib.Data.make(train_data, validation_data, test_data, batch_size=batch_size,
+                                model=model)
+    if chosen.needs_validation and data.validation is None:
+        raise ValueError(f"{chosen.name} watches val_loss (its plateau trigger): give "
+                         "validation data (validation_data=..., or a validation split).")
+    search_lib.check_data(data, model, default_loss=loss is None)
+    chosen.plan(core.plain_mask(model, exclude), target_sparsity, data.steps_per_epoch,
+                core.output_layers(model, getattr(chosen, "output_layer", None),
+                                   exclude=exclude))
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    search = search_lib.Search(
+        data, optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
+        exclude=exclude, verbose=verbose, log_dir=log_dir, printer=printer,
+        callbacks=callbacks, state_dir=state_dir, steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile, strict=strict, distribution=distribution)
+    if before_training is not None:
+        before_training()
+    previous = keras.distribution.distribution()
+    if distribution is not None:
+        keras.distribution.set_distribution(distribution)
+    try:
+        trained = chosen.run(search, model, target_sparsity)
+        return dataclasses.replace(finish(search, trained),
+                                   hyperparameters=dataclasses.asdict(chosen))
+    finally:
+        if distribution is not None:
+            keras.distribution.set_distribution(previous)
+        search.cleanup()
+
+
+def finish(search, trained):
+    """Strips the hooks, evaluates the ticket and summarizes the run."""
+    hooked = bool(core.wrappers(trained))
+    sparsity = float(core.sparsity(trained)) if hooked else 0.0
+    ticket = core.strip(trained) if hooked else trained
+    search.compile(ticket, for_training=False)
+    val, test = search.evaluate(ticket, "validation"), search.evaluate(ticket, "test")
+    final = {"sparsity": sparsity, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+             "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
+    return TicketResult(ticket, search.rounds, sparsity, final, search.log.totals(),
+                        search.summary or None, trained if hooked else None,
+                        list(search.warnings))
+
+
+def ticket_sparsity(model):
+    """Sparsity of a stripped Keras 3 ticket over its prunable weights."""
+    return core.zeros_mask(model).sparsity
