@@ -238,3 +238,15 @@ def test_a_keras3_model_goes_to_the_keras3_search():
         tf_unilth.find_ticket(model, "lth", train, val, epochs=1, rounds=3)
     with pytest.raises(NotImplementedError, match="Keras 3"):  # refused, not silently lost
         tf_unilth.find_ticket(model, "dense", train, val, epochs=1, state_dir="/nonexistent")
+
+
+def test_dlth_fine_tunes_two_thirds_of_any_budget_and_keeps_10_plus_20_reachable():
+    from tf_unilth import methods as methods_lib  # pylint: disable=import-outside-toplevel
+    dlth = methods_lib.get("dlth")
+    # A user's dense budget of 20 epochs is no longer refused: 7 + 13.
+    dlth(epochs=20).check(0.9)
+    assert [dlth(epochs=e).finetune() for e in (None, 30, 20, 3, 2)] == [20, 20, 13, 2, 1]
+    # The grid's (and Bai et al.'s) 10 + 20, by default and spelled out.
+    assert dlth(epochs=30).finetune() == dlth(epochs=30, finetune_epochs=20).finetune() == 20
+    with pytest.raises(ValueError, match="no regularization epoch"):
+        dlth(epochs=1).check(0.9)
