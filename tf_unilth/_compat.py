@@ -218,6 +218,20 @@ def true_dtype_variables():
     return autocast_variable.enable_auto_cast_variables(None)
 
 
+def module_ignoring(*names):
+    """tf.Module's set of attributes it does not track, plus `names`: for a
+    class attribute _TF_MODULE_IGNORED_PROPERTIES (tf.Module's own hook)."""
+    return frozenset(tf.Module._TF_MODULE_IGNORED_PROPERTIES | set(names))  # pylint: disable=protected-access
+
+
+def carry_batch_input_shape(wrapper, layer):
+    """Hands a wrapper's declared batch input shape to the layer it wraps
+    (tfmot's strip_pruning does the same), so a stripped first layer keeps
+    the model's Input."""
+    if not hasattr(layer, "_batch_input_shape") and hasattr(wrapper, "_batch_input_shape"):
+        layer._batch_input_shape = wrapper._batch_input_shape  # pylint: disable=protected-access
+
+
 def rename_layer(layer, name):
     """Sets a layer's (or model's) name; tf_keras has no public setter."""
     layer._name = name  # pylint: disable=protected-access

@@ -42,7 +42,7 @@ tf_unilth directly, or register a builder here::
 
 import numbers
 
-from tf_unilth._compat import built_input, check_model, keras
+from tf_unilth._compat import built_input, check_model, keras, rename_layer
 
 __all__ = ["register", "names", "build", "count_params"]
 
@@ -110,7 +110,7 @@ def build(name, input_shape, num_classes, seed=None):
             f"{OUTPUT_LAYER!r} (lottery-ticket pruning finds it by name)."
         )
     if model.name != name:
-        model._name = name  # tf_keras has no public setter for Model.name
+        rename_layer(model, name)
     return model
 
 

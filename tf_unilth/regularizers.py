@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 
-from tf_unilth._compat import keras, tf
+from tf_unilth._compat import keras, module_ignoring, tf
 from tf_unilth import wrapper as wrapper_lib
 
 
@@ -82,8 +82,7 @@ class LambdaGrowth(tf.Module):
 
     # Not part of the module's variables/submodules: the step belongs to the
     # wrapper, the cache holds graph tensors.
-    _TF_MODULE_IGNORED_PROPERTIES = frozenset(
-        tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_step", "_per_graph"})
+    _TF_MODULE_IGNORED_PROPERTIES = module_ignoring("_step", "_per_graph")
 
     def __init__(self, step, name="lambda_growth"):
         super().__init__(name=name)

@@ -35,6 +35,7 @@ and is attached to the wrapper, so `strip` leaves a plain tf_keras model.
 import inspect
 
 from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optimizer,
+                               carry_batch_input_shape,
                                check_model, clone_model, collect_prunable_layers, keras,
                                is_subclassed_model, magnitude_mask, optimizer_slots,
                                prune_callback_error_message, pruning_parts, rename_layer,
@@ -556,9 +557,7 @@ def strip(model):
                     set_variable_constraint(weight, constraint.original)
     def unwrap(layer):  # tfmot's strip_pruning, through clone_model (nested models)
         if isinstance(layer, TfmotPruneLowMagnitude):
-            if not hasattr(layer.layer, "_batch_input_shape") and hasattr(
-                    layer, "_batch_input_shape"):
-                layer.layer._batch_input_shape = layer._batch_input_shape  # pylint: disable=protected-access
+            carry_batch_input_shape(layer, layer.layer)
             return layer.layer
         if isinstance(layer, keras.Model) and collect_prunable_layers(layer):
             return tfmot.sparsity.keras.strip_pruning(layer)
