@@ -208,6 +208,15 @@ def true_dtype_variables():
     return autocast_variable.enable_auto_cast_variables(None)
 
 
+def unwrapped_layer(wrapper):
+    """A pruning wrapper's layer, as tfmot's strip_pruning returns it (with the
+    wrapper's input shape, so a Sequential model stays built)."""
+    layer = wrapper.layer
+    if not hasattr(layer, "_batch_input_shape") and hasattr(wrapper, "_batch_input_shape"):
+        layer._batch_input_shape = wrapper._batch_input_shape  # pylint: disable=protected-access
+    return layer
+
+
 def rename_layer(layer, name):
     """Sets a layer's (or model's) name; tf_keras has no public setter."""
     layer._name = name  # pylint: disable=protected-access

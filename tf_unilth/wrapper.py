@@ -35,11 +35,11 @@ and is attached to the wrapper, so `strip` leaves a plain tf_keras model.
 import inspect
 
 from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optimizer,
-                               check_model, clone_model, collect_prunable_layers, keras, magnitude_mask,
-                               is_subclassed_model, optimizer_slots, pruning_parts,
-                               rename_layer, set_variable_constraint, smart_cond, sublayers, tf,
-                               true_dtype_variables,
-                               tfmot)
+                               check_model, clone_model, collect_prunable_layers,
+                               is_subclassed_model, keras, magnitude_mask, optimizer_slots,
+                               pruning_parts, rename_layer, set_variable_constraint, smart_cond,
+                               sublayers, tf, tfmot, true_dtype_variables,
+                               unwrapped_layer)
 from tf_unilth import models as models_lib
 from tf_unilth import prunable
 from tf_unilth import schedules as schedules_lib
@@ -534,10 +534,7 @@ def strip(model):
                     set_variable_constraint(weight, constraint.original)
     def unwrap(layer):  # tfmot's strip_pruning, through clone_model (nested models)
         if isinstance(layer, TfmotPruneLowMagnitude):
-            if not hasattr(layer.layer, "_batch_input_shape") and hasattr(
-                    layer, "_batch_input_shape"):
-                layer.layer._batch_input_shape = layer._batch_input_shape  # pylint: disable=protected-access
-            return layer.layer
+            return unwrapped_layer(layer)
         if isinstance(layer, keras.Model) and collect_prunable_layers(layer):
             return tfmot.sparsity.keras.strip_pruning(layer)
         return layer
