@@ -224,12 +224,13 @@ def module_ignoring(*names):
     return frozenset(tf.Module._TF_MODULE_IGNORED_PROPERTIES | set(names))  # pylint: disable=protected-access
 
 
-def carry_batch_input_shape(wrapper, layer):
-    """Hands a wrapper's declared batch input shape to the layer it wraps
-    (tfmot's strip_pruning does the same), so a stripped first layer keeps
-    the model's Input."""
+def unwrapped_layer(wrapper):
+    """A pruning wrapper's layer, as tfmot's strip_pruning returns it (with the
+    wrapper's input shape, so a Sequential model stays built)."""
+    layer = wrapper.layer
     if not hasattr(layer, "_batch_input_shape") and hasattr(wrapper, "_batch_input_shape"):
         layer._batch_input_shape = wrapper._batch_input_shape  # pylint: disable=protected-access
+    return layer
 
 
 def rename_layer(layer, name):

@@ -35,12 +35,11 @@ and is attached to the wrapper, so `strip` leaves a plain tf_keras model.
 import inspect
 
 from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optimizer,
-                               carry_batch_input_shape,
                                check_model, clone_model, collect_prunable_layers, keras,
                                is_subclassed_model, magnitude_mask, optimizer_slots,
                                prune_callback_error_message, pruning_parts, rename_layer,
                                set_variable_constraint, smart_cond, sparsity_m_by_n, sublayers,
-                               tf, true_dtype_variables, tfmot)
+                               tf, true_dtype_variables, tfmot, unwrapped_layer)
 from tf_unilth import models as models_lib
 from tf_unilth import prunable
 from tf_unilth import schedules as schedules_lib
@@ -557,8 +556,7 @@ def strip(model):
                     set_variable_constraint(weight, constraint.original)
     def unwrap(layer):  # tfmot's strip_pruning, through clone_model (nested models)
         if isinstance(layer, TfmotPruneLowMagnitude):
-            carry_batch_input_shape(layer, layer.layer)
-            return layer.layer
+            return unwrapped_layer(layer)
         if isinstance(layer, keras.Model) and collect_prunable_layers(layer):
             return tfmot.sparsity.keras.strip_pruning(layer)
         return layer
