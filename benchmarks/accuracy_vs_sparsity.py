@@ -1119,6 +1119,12 @@ def markdown(rows, match, dense_acc, ratios, tg, runs, missing=(), pts=None):
                        a["lth_near_anchor"]["test_accuracy_std"])
                  + f"% ({a['lth_near_anchor']['seeds']} seeds) against dense "
                  + f"{pct(dense_acc, a['dense_std'])}%.")]
+    if grid_id():  # the earlier targets and the published anchor are the MNIST grid's
+        lines[lines.index("Earlier targets (computed from the rows above):")] = (
+            "The MNIST grid's earlier targets, computed on this grid for information:")
+        lines[-1] = (f"- The published anchor (Frankle et al. 2020: dense 98.3%, IMP matching "
+                     f"dense down to 3.5% density) is for MNIST / LeNet-300-100, not this "
+                     f"grid's {_flag('dataset')} / {_flag('model')}.")
     return "\n".join(lines) + "\n"
 
 

@@ -19,20 +19,24 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 MNIST_SKIP_REASON = (
-    "real MNIST not found: set TFDS_DATA_DIR to a folder holding mnist/3.0.1 "
-    "(e.g. ../shared/data/tfds); tests never download"
+    "real MNIST not found in TFDS_DATA_DIR nor in TFDS's default data dir "
+    "(~/tensorflow_datasets, where the README's main job puts it): set TFDS_DATA_DIR "
+    "to a folder holding mnist/3.0.1 (e.g. ../shared/data/tfds); tests never download"
 )
 
 
 def find_mnist_data_dir():
-    """TFDS_DATA_DIR when it holds a prepared MNIST, else None. Never downloads."""
-    data_dir = os.environ.get("TFDS_DATA_DIR")
-    if not data_dir:
-        return None
+    """The TFDS data dir holding a prepared MNIST: TFDS_DATA_DIR, else TFDS's
+    default (where `tf-unilth find-ticket` downloaded it); None when neither
+    holds it. Never downloads."""
     import tensorflow_datasets as tfds
 
-    if tfds.builder("mnist", data_dir=data_dir).is_prepared():
-        return data_dir
+    for data_dir in (os.environ.get("TFDS_DATA_DIR"), None):  # None: TFDS's default
+        if data_dir == "":
+            continue
+        builder = tfds.builder("mnist", data_dir=data_dir)
+        if builder.is_prepared():
+            return data_dir or builder.data_dir_root
     return None
 
 

@@ -161,3 +161,16 @@ def test_rewind_restore_leaves_no_unrestored_checkpoint_warning(tmp_path, caplog
         gc.collect()
     assert not [r for r in caplog.records if "unrestored" in r.getMessage()
                 or "could not be found" in r.getMessage()]
+
+
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_training_without_the_step_callback_is_an_error_before_any_step(jit_compile):
+    # Under XLA tfmot's in-graph assert is compiled away: the check is at trace time.
+    x, y = toy_data(n=64)
+    model = compile_model(pruned_toy())
+    model.compile(model.optimizer, model.loss, jit_compile=jit_compile)
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match="UpdatePruningStep"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights))
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[callbacks.UpdatePruningStep()])

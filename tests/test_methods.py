@@ -187,10 +187,10 @@ def test_model_without_prunable_layers():
 def test_layer_tfmot_cannot_wrap_is_named_with_the_fix():
     class Scale(keras.layers.Layer):
         def build(self, shape):
-            self.w = self.add_weight("w", shape=shape[-1:])
+            self.w = self.add_weight("w", shape=(shape[-1], shape[-1]))
 
         def call(self, x):
-            return x * self.w
+            return x @ self.w
 
     inp = keras.Input((4,))
     x = Scale(name="my_scale")(inp)
@@ -198,6 +198,10 @@ def test_layer_tfmot_cannot_wrap_is_named_with_the_fix():
     with pytest.raises(ValueError, match="my_scale.*exclude=\\['my_scale'\\]"):
         tf_unilth.prune(model)
     assert wrapper.wrappers(tf_unilth.prune(model, exclude=["my_scale"]))
+    # a layer with only a scale or biases has nothing to prune: kept dense (issue #26)
+    vector = keras.layers.Dense(2, name="output")(
+        keras.layers.LayerNormalization(name="ln")(inp))
+    assert wrapper.mask_keys(tf_unilth.prune(keras.Model(inp, vector))) == ["output/0"]
 
 
 def test_subclassed_model_says_what_to_do():
@@ -209,10 +213,12 @@ def test_subclassed_model_says_what_to_do():
         def call(self, x):
             return self.d(x)
 
+    with pytest.raises(ValueError, match="subclassed.*call it once on a batch"):
+        tf_unilth.prune(Net())
     net = Net()
-    net(tf.zeros((1, 3)))
-    with pytest.raises(TypeError, match="subclassed.*functional"):
-        tf_unilth.prune(net)
+    net(tf.zeros((1, 3)))  # built: pruned inside a functional model (issue #26)
+    assert [l.name for l in wrapper.wrappers(tf_unilth.prune(net))] == [
+        f"prune_low_magnitude_{net.name}"]
 
 
 def test_unilth_without_validation_data():
@@ -232,3 +238,15 @@ def test_a_keras3_model_goes_to_the_keras3_search():
         tf_unilth.find_ticket(model, "lth", train, val, epochs=1, rounds=3)
     with pytest.raises(NotImplementedError, match="Keras 3"):  # refused, not silently lost
         tf_unilth.find_ticket(model, "dense", train, val, epochs=1, state_dir="/nonexistent")
+
+
+def test_dlth_fine_tunes_two_thirds_of_any_budget_and_keeps_10_plus_20_reachable():
+    from tf_unilth import methods as methods_lib  # pylint: disable=import-outside-toplevel
+    dlth = methods_lib.get("dlth")
+    # A user's dense budget of 20 epochs is no longer refused: 7 + 13.
+    dlth(epochs=20).check(0.9)
+    assert [dlth(epochs=e).finetune() for e in (None, 30, 20, 3, 2)] == [20, 20, 13, 2, 1]
+    # The grid's (and Bai et al.'s) 10 + 20, by default and spelled out.
+    assert dlth(epochs=30).finetune() == dlth(epochs=30, finetune_epochs=20).finetune() == 20
+    with pytest.raises(ValueError, match="no regularization epoch"):
+        dlth(epochs=1).check(0.9)

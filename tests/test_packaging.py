@@ -150,3 +150,16 @@ def test_a_plot_leaves_the_users_matplotlib_backend_alone(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "svg"
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_setup_py_is_a_thin_entry_with_pyprojects_metadata():
+    import ast  # pylint: disable=import-outside-toplevel
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert [(c.func.id, c.args, c.keywords) for c in calls] == [("setup", [], [])], \
+        "setup.py passes metadata: it belongs in pyproject.toml"
+    done = subprocess.run([sys.executable, "setup.py", "--name", "--version"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    import tf_unilth  # pylint: disable=import-outside-toplevel
+    assert done.stdout.split()[-2:] == ["tf_unilth", tf_unilth.__version__]

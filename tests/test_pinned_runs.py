@@ -1,12 +1,46 @@
-"""The pinned short searches (tests/pinned_runs.py) give exactly the pinned outcome:
-same masks, same round records, same final numbers, for every method."""
+"""The pinned short searches (tests/pinned_runs.py) give the pinned outcome:
+the same masks, round records and final numbers, for every method.
+
+Masks, step and epoch counts, sparsities and accuracies (counts of correct
+examples) must be equal; a loss may differ in its last bits (relative 1e-6):
+CI's clean install gave the pinned masks and accuracies with losses 1e-7 off
+(float sums in another order). Any change to what a method does moves an
+accuracy, a count or a mask, far beyond that."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
-import pytest
+LOSS_RTOL = 1e-6
+
+
+def _same(got, pinned, key=""):
+    """got == pinned, except that a float under a key ending in 'loss' may
+    differ by LOSS_RTOL."""
+    if isinstance(pinned, dict):
+        return isinstance(got, dict) and set(got) == set(pinned) and all(
+            _same(got[k], pinned[k], k) for k in pinned)
+    if isinstance(pinned, list):
+        return isinstance(got, list) and len(got) == len(pinned) and all(
+            _same(g, p, key) for g, p in zip(got, pinned))
+    if key.endswith("loss") and isinstance(pinned, float) and isinstance(got, float):
+        return math.isclose(got, pinned, rel_tol=LOSS_RTOL)
+    return got == pinned
+
+
+def test_a_loss_may_differ_in_its_last_bits_nothing_else_may():
+    pinned = {"rounds": [{"val_loss": 0.40316203236579895, "val_accuracy": 0.877,
+                          "train_steps": 100}]}
+    assert _same({"rounds": [{"val_loss": 0.40316206216812134, "val_accuracy": 0.877,
+                              "train_steps": 100}]}, pinned)
+    assert not _same({"rounds": [{"val_loss": 0.4032, "val_accuracy": 0.877,
+                                  "train_steps": 100}]}, pinned)
+    assert not _same({"rounds": [{"val_loss": 0.40316203236579895, "val_accuracy": 0.8771,
+                                  "train_steps": 100}]}, pinned)
+    assert not _same({"rounds": [{"val_loss": 0.40316203236579895, "val_accuracy": 0.877,
+                                  "train_steps": 101}]}, pinned)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -23,7 +57,5 @@ def test_every_pinned_search_gives_the_pinned_masks_and_records(mnist_data_dir):
     assert set(got) == set(pinned)
     for name in pinned:
         assert got[name]["masks_digest"] == pinned[name]["masks_digest"], name
-        assert got[name]["rounds"] == pinned[name]["rounds"], name
-        assert got[name]["final"] == pinned[name]["final"], name
-        assert got[name]["total"] == pinned[name]["total"], name
-        assert got[name]["method_info"] == pinned[name]["method_info"], name
+        for part in ("rounds", "final", "total", "method_info"):
+            assert _same(got[name][part], pinned[name][part]), (name, part, got[name][part])

@@ -65,23 +65,75 @@ TfmotPruning = pruning_impl.Pruning
 collect_prunable_layers = pruning_wrapper.collect_prunable_layers
 
 
-def prunable_weight_count(layer):
-    """Number of weight tensors tfmot would prune in `layer` (None: cannot)."""
-    if hasattr(layer, "get_prunable_weights"):
-        return len(layer.get_prunable_weights())
-    if prune_registry.PruneRegistry.supports(layer):
-        return len(prune_registry.PruneRegistry._weight_names(layer))  # pylint: disable=protected-access
-    return None
+def prune_callback_error_message(wrapper):
+    """tfmot's message for a pruning wrapper trained without UpdatePruningStep."""
+    return wrapper._PRUNE_CALLBACK_ERROR_MSG  # pylint: disable=protected-access
+
+
+def sparsity_m_by_n(wrapper):
+    """The wrapper's (m, n) structured sparsity, or None (tfmot keeps it private)."""
+    return wrapper._sparsity_m_by_n  # pylint: disable=protected-access
+
+
+PrunableLayer = tfmot.sparsity.keras.PrunableLayer
+
+
+def registry_prunable_weights(layer):
+    """The weights tfmot's PruneRegistry prunes in `layer` (the kernel and
+    recurrent kernel of every RNN cell, MultiHeadAttention's four projection
+    kernels, ...), or None when the registry does not support the layer.
+
+    Read through the registry's own `make_prunable`, which sets
+    `layer.get_prunable_weights` exactly as tfmot's wrapper does on wrapping
+    (its weight-name table alone cannot be read for RNNs and attention)."""
+    registry = prune_registry.PruneRegistry
+    if not registry.supports(layer):
+        return None
+    getter = getattr(layer, "get_prunable_weights", None)
+    if getter is None:
+        getter = registry.make_prunable(layer).get_prunable_weights
+    try:
+        return list(getter())
+    except AttributeError as error:  # MultiHeadAttention creates its projections in build
+        raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) is not built, so its "
+                         "prunable weights do not exist yet: build the model (call it once, or "
+                         "give it an Input) before pruning it.") from error
 
 
 def prunable_weights(layer):
     """The weights tfmot would prune in an unwrapped `layer` ([] if none)."""
     if hasattr(layer, "get_prunable_weights"):
         return list(layer.get_prunable_weights())
-    if prune_registry.PruneRegistry.supports(layer):
-        return [getattr(layer, n) for n in
-                prune_registry.PruneRegistry._weight_names(layer)]  # pylint: disable=protected-access
-    return []
+    return registry_prunable_weights(layer) or []
+
+
+def prunable_weight_count(layer):
+    """Number of weight tensors tfmot would prune in `layer` (None: cannot)."""
+    if hasattr(layer, "get_prunable_weights"):
+        return len(layer.get_prunable_weights())
+    found = registry_prunable_weights(layer)
+    return None if found is None else len(found)
+
+
+def sublayers(layer, recursive=False):
+    """The layers `layer` holds as attributes (a model's layers, a wrapper's
+    layer, an RNN's cell, Bidirectional's two directions, ...), in tracking
+    order; tf_keras has no public accessor for a plain layer's."""
+    return list(layer._flatten_layers(include_self=False, recursive=recursive))  # pylint: disable=protected-access
+
+
+def built_input(model):
+    """(shape with batch axis, dtype) a subclassed model was built or first
+    called with (None, None if unknown); tf_keras keeps them privately."""
+    spec = getattr(model, "_saved_model_inputs_spec", None)
+    return (getattr(model, "_build_input_shape", None),
+            getattr(spec, "dtype", None) if isinstance(spec, tf.TensorSpec) else None)
+
+
+def is_subclassed_model(model):
+    """A keras.Model that is neither Sequential nor functional."""
+    return isinstance(model, keras.Model) and not (
+        isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False))
 
 
 def pruning_parts(pruning):
@@ -109,6 +161,76 @@ def inbound_layers(layer):
             if inbound not in found:
                 found.append(inbound)
     return found
+
+
+def _skips_first_node(layer):
+    from tf_keras.src.engine import functional  # pylint: disable=import-outside-toplevel
+    return int(functional._should_skip_first_node(layer))  # pylint: disable=protected-access
+
+
+def _shift_nodes(config, deltas):
+    """`config` with every reference [layer name, node index, tensor index, ...]
+    to a layer of `deltas` moved by its delta."""
+    if isinstance(config, dict):
+        return {k: _shift_nodes(v, deltas) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        if (len(config) >= 3 and isinstance(config[0], str) and config[0] in deltas
+                and isinstance(config[1], int) and isinstance(config[2], int)):
+            return [config[0], config[1] + deltas[config[0]]] + [
+                _shift_nodes(v, deltas) for v in config[2:]]
+        return [_shift_nodes(v, deltas) for v in config]
+    return config
+
+
+def clone_model(model, layer_fn):
+    """`keras.models.clone_model(model, clone_function=layer_fn)`, also when
+    `layer_fn` puts a layer that is not a functional model in place of a
+    nested functional model (a pruning wrapper around it), or back.
+
+    tf_keras numbers a nested functional model's calls from 1 (its first node
+    is its own input) and any other layer's from 0; its reconstruction then
+    waits forever for a node that never comes. The references to such a
+    layer are renumbered before the graph is rebuilt (the rest is
+    tf_keras' own clone)."""
+    if isinstance(model, keras.Sequential) or not getattr(model, "_is_graph_network", False) \
+            or not any(_skips_first_node(l) or isinstance(l, TfmotPruneLowMagnitude)
+                       for l in model.layers):
+        return keras.models.clone_model(model, input_tensors=None, clone_function=layer_fn)
+    from tf_keras.src.engine import functional  # pylint: disable=import-outside-toplevel
+    from tf_keras.src.models import cloning  # pylint: disable=import-outside-toplevel
+    config, created = cloning._clone_layers_and_model_config(  # pylint: disable=protected-access
+        model, {}, layer_fn)
+    originals = {layer.name: layer for layer in model.layers}
+    deltas = {name: _skips_first_node(layer) - _skips_first_node(originals[name])
+              for name, layer in created.items() if name in originals}
+    deltas = {name: d for name, d in deltas.items() if d}
+    if deltas:
+        config = _shift_nodes(config, deltas)
+    inputs, outputs, _ = functional.reconstruct_from_config(config, created_layers=created)
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def true_dtype_variables():
+    """A context in which mixed precision's AutoCastVariables read as their
+    own dtype (float32), not the layer's compute dtype: the mask updates
+    compute with the stored weights."""
+    from tf_keras.src.mixed_precision import autocast_variable  # pylint: disable=import-outside-toplevel
+    return autocast_variable.enable_auto_cast_variables(None)
+
+
+def module_ignoring(*names):
+    """tf.Module's set of attributes it does not track, plus `names`: for a
+    class attribute _TF_MODULE_IGNORED_PROPERTIES (tf.Module's own hook)."""
+    return frozenset(tf.Module._TF_MODULE_IGNORED_PROPERTIES | set(names))  # pylint: disable=protected-access
+
+
+def unwrapped_layer(wrapper):
+    """A pruning wrapper's layer, as tfmot's strip_pruning returns it (with the
+    wrapper's input shape, so a Sequential model stays built)."""
+    layer = wrapper.layer
+    if not hasattr(layer, "_batch_input_shape") and hasattr(wrapper, "_batch_input_shape"):
+        layer._batch_input_shape = wrapper._batch_input_shape  # pylint: disable=protected-access
+    return layer
 
 
 def rename_layer(layer, name):

@@ -2,8 +2,8 @@
 
 import dataclasses
 
-from tf_unilth._compat import check_model, keras, tf
-from tf_unilth import distribute, kits, masks, methods, wrapper
+from tf_unilth._compat import check_model, is_subclassed_model, keras, tf
+from tf_unilth import distribute, kits, masks, methods, models, prunable, wrapper
 from tf_unilth import search as search_lib
 
 
@@ -22,6 +22,9 @@ class TicketResult:
     # Every hyperparameter of the method as it ran (defaults included), so a
     # result says what it came from after a default changes.
     hyperparameters: dict = None
+    # Layers with weights that stay dense (nothing to prune, or excluded):
+    # [{"layer": path, "class": name, "weights": count}] (results.json "kept_dense").
+    kept_dense: list = dataclasses.field(default_factory=list)
 
 
 def make_method(method, method_args=None, epochs=None):
@@ -93,10 +96,17 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     global_batch = search_lib.global_batch(train_data, batch_size)
     if strategy.num_replicas_in_sync > 1 and global_batch is not None:
         distribute.check_batch_size(global_batch, strategy)
-    unknown = set(exclude) - {layer.name for layer in model.layers}
-    if unknown:
-        raise ValueError(f"exclude names layers not in the model: {sorted(unknown)}; its "
-                         f"layers: {[layer.name for layer in model.layers]}.")
+    if is_subclassed_model(model):
+        # tfmot rebuilds a model's graph to wrap it; a subclassed model has
+        # none, so it is trained inside a functional model of the data's shape.
+        shape, dtype = (None, None) if model.built else search_lib.input_spec(train_data)
+        model = models.functional(model, shape, dtype)
+        printer(f"The model is a subclassed tf_keras model: training it inside the functional "
+                f"model {model.name!r} (input {tuple(model.inputs[0].shape[1:])}); the ticket is "
+                "that functional model (its one layer is your model, with the same weights).")
+    exclude = tuple(exclude)
+    # What is pruned, and what cannot be, is settled before anything trains.
+    pruning_plan = prunable.plan(model, exclude)
     if not distribute.created_in_scope(model, strategy):
         printer("The model was built outside the strategy's scope; training a copy built "
                 "in it (same weights). Build it in strategy.scope() to train it in place.")
@@ -113,6 +123,8 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     chosen.plan(masks.plain_mask(model, exclude), target_sparsity, data.steps_per_epoch,
                 masks.output_layers(model, getattr(chosen, "output_layer", None),
                                     exclude=exclude))
+    if pruning_plan.kept:
+        printer(prunable.describe_kept(pruning_plan.kept))
     if before_training is not None:
         before_training()
     search = search_lib.Search(
@@ -122,8 +134,9 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
         jit_compile=jit_compile, strict=strict)
     try:
         trained = chosen.run(search, model, target_sparsity)
+        kept = [{"layer": path, "class": cls, "weights": n} for path, cls, n in pruning_plan.kept]
         return dataclasses.replace(finish(search, trained),
-                                   hyperparameters=dataclasses.asdict(chosen))
+                                   hyperparameters=dataclasses.asdict(chosen), kept_dense=kept)
     finally:
         # The lock goes; a temporary state goes too (a state_dir stays, to resume).
         search.journal.cleanup()

@@ -18,7 +18,7 @@ stage 1 of UniLTH trains without any regularization.
 
 import math
 
-from tf_unilth._compat import keras, tf
+from tf_unilth._compat import keras, module_ignoring, tf
 
 KINDS = ("constant", "cosine", "linear")
 
@@ -27,8 +27,7 @@ KINDS = ("constant", "cosine", "linear")
 class StageLearningRate(keras.optimizers.schedules.LearningRateSchedule, tf.Module):
     """The base rate, or its decay over the segment a controller started."""
 
-    _TF_MODULE_IGNORED_PROPERTIES = frozenset(
-        tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_step"})
+    _TF_MODULE_IGNORED_PROPERTIES = module_ignoring("_step")
 
     def __init__(self, base, step=None, name="stage_learning_rate"):
         tf.Module.__init__(self, name=name)

@@ -5,7 +5,8 @@ is where they meet the model: `get_masks(model)` reads a `Mask` out of the
 wrappers, `choose(model, selector, ...)` scores the weights and returns the
 removal set, and `remove` / `set_masks` write masks back monotonically (a
 removed weight stays removed; removing a weight also zeroes it and its
-optimizer state). Keys are `Mask.key(layer name, index of the prunable weight)`.
+optimizer state). Keys are `Mask.key(owner, index of the prunable weight)`, the
+owner being the layer's name or its path inside another (tf_unilth.prunable).
 
 Earlier versions' entry points (`select`, `magnitude_layerwise`,
 `layer_rates`, ...) remain, as thin compositions of the core.
@@ -15,8 +16,9 @@ import collections
 
 import numpy as np
 
-from tf_unilth._compat import (TfmotPruneLowMagnitude, inbound_layers, optimizer_slots,
-                               prunable_weight_count, prunable_weights, tf)
+from tf_unilth._compat import (TfmotPruneLowMagnitude, inbound_layers, is_subclassed_model,
+                               keras, optimizer_slots, tf)
+from tf_unilth import prunable
 from tf_unilth import wrapper as wrapper_lib
 from tf_unilth.sparsity import Mask, Selector, allocation, criteria, selection
 from tf_unilth.sparsity.plans import check_rate, rate_between  # noqa: F401
@@ -31,9 +33,9 @@ def pruned_weights(model):
     """One record per prunable weight tensor of the wrapped `model`."""
     records = []
     for layer in wrapper_lib.wrappers(model):
-        for i, (weight, mask, _) in enumerate(layer.pruning_vars):
-            records.append(PrunedWeight(Mask.key(layer.layer.name, i), layer.layer.name,
-                                        weight, mask, layer, i))
+        for i, ((weight, mask, _), key) in enumerate(zip(layer.pruning_vars,
+                                                         wrapper_lib.weight_keys(layer))):
+            records.append(PrunedWeight(key, Mask.layer_name(key), weight, mask, layer, i))
     if not records:
         raise ValueError(
             "The model has no pruning wrappers; wrap it first with "
@@ -73,52 +75,70 @@ def get_weights(model):
 def zeros_mask(model):
     """The mask of a stripped ticket (or any plain model): weight != 0 over the
     weights tfmot would prune, keyed like a wrapped model's."""
-    arrays = {}
-    for layer in model.layers:
-        for i, weight in enumerate(prunable_weights(layer)):
-            arrays[Mask.key(layer.name, i)] = weight.numpy() != 0
-    return Mask(arrays)
+    return Mask({key: weight.numpy() != 0 for key, weight in prunable.model_entries(model)})
 
 
 def plain_mask(model, exclude=()):
     """Everything kept, keyed like the wrapped model's mask: the prunable
     weights of an unwrapped model (without its `exclude`d layers)."""
-    return Mask({Mask.key(layer.name, i): np.ones(weight.shape, bool)
-                 for layer in model.layers if layer.name not in set(exclude)
-                 for i, weight in enumerate(prunable_weights(layer))})
+    return Mask({key: np.ones(weight.shape, bool)
+                 for key, weight in prunable.model_entries(model, exclude)})
 
 
-def output_layers(model, named=None, exclude=()):
-    """Names of the prunable layers that produce the model's outputs (through
-    layers without weights to prune, such as a final Softmax), wrapped or not:
-    the layers the output layer's pruning rate applies to. `named` (a name or
-    names) overrides the search, and is checked."""
-    def prunable(layer):
-        return isinstance(layer, TfmotPruneLowMagnitude) or (
-            layer.name not in set(exclude) and bool(prunable_weight_count(layer)))
+def _owners(model, exclude):
+    """The owner paths (`Mask.layer_name` of the keys) of a wrapped or plain model."""
+    if wrapper_lib.wrappers(model):
+        keys = wrapper_lib.mask_keys(model)
+    else:
+        keys = prunable.plan(model, exclude).keys()
+    return list(dict.fromkeys(Mask.layer_name(k) for k in keys))
 
-    def own_name(layer):
-        return layer.layer.name if isinstance(layer, TfmotPruneLowMagnitude) else layer.name
 
-    if named:
-        names = [named] if isinstance(named, str) else list(named)
-        known = {own_name(l) for l in model.layers if prunable(l)}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"output_layer names {unknown}, which are not prunable layers of "
-                             f"the model; its prunable layers: {sorted(known)}.")
-        return tuple(names)
+def _under(owners, path):
+    return [o for o in owners if o == path or o.startswith(path + "/")]
+
+
+def _producers(model, owners, prefix):
+    """The owners producing `model`'s outputs, walking back through layers
+    without weights to prune (a final Softmax)."""
     found, todo, seen = [], [model.get_layer(n) for n in model.output_names], set()
     while todo:
         layer = todo.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if prunable(layer):
-            found.append(own_name(layer))
-        else:
+        inner = layer.layer if isinstance(layer, TfmotPruneLowMagnitude) else layer
+        path = prunable.join(prefix, inner.name)
+        mine = _under(owners, path)
+        if not mine:
             todo.extend(inbound_layers(layer))
-    return tuple(sorted(set(found)))
+        elif path in mine:
+            found.append(path)
+        elif isinstance(inner, keras.Model) and not is_subclassed_model(inner):
+            found += _producers(inner, owners, path) or mine
+        elif is_subclassed_model(inner):
+            found.append(mine[-1])  # no graph to follow: its last prunable layer
+        else:
+            found += mine  # Bidirectional's two directions, TimeDistributed's layer
+    return found
+
+
+def output_layers(model, named=None, exclude=()):
+    """Owner paths (see tf_unilth.prunable: a layer's name, or 'block/dense'
+    inside another) of the prunable layers that produce the model's outputs
+    (through layers without weights to prune, such as a final Softmax),
+    wrapped or not: the layers the output layer's pruning rate applies to.
+    `named` (a name or names; a layer holding others stands for the prunable
+    layers inside it) overrides the search, and is checked."""
+    owners = _owners(model, exclude)
+    if named:
+        names = [named] if isinstance(named, str) else list(named)
+        unknown = [n for n in names if not _under(owners, n)]
+        if unknown:
+            raise ValueError(f"output_layer names {unknown}, which are not prunable layers of "
+                             f"the model; its prunable layers: {sorted(owners)}.")
+        return tuple(dict.fromkeys(o for n in names for o in _under(owners, n)))
+    return tuple(sorted(set(_producers(model, owners, ""))))
 
 
 def output_layer(model):

@@ -42,7 +42,7 @@ tf_unilth directly, or register a builder here::
 
 import numbers
 
-from tf_unilth._compat import check_model, keras
+from tf_unilth._compat import built_input, check_model, keras, rename_layer
 
 __all__ = ["register", "names", "build", "count_params"]
 
@@ -110,7 +110,7 @@ def build(name, input_shape, num_classes, seed=None):
             f"{OUTPUT_LAYER!r} (lottery-ticket pruning finds it by name)."
         )
     if model.name != name:
-        model._name = name  # tf_keras has no public setter for Model.name
+        rename_layer(model, name)
     return model
 
 
@@ -403,3 +403,36 @@ def resmlp(input_shape, num_classes, initializer_seed):
         bias_initializer=_zeros(), name=OUTPUT_LAYER,
     )(x)
     return keras.Model(inputs, outputs, name="resmlp")
+
+
+# ------------------------------------------------------- subclassed models
+def functional(model, input_shape=None, dtype=None):
+    """A functional model `keras.Model(inputs, model(inputs))` around a
+    subclassed tf_keras model (the same object: weights shared), so that
+    tfmot's wrapping, which rebuilds a model's graph, has a graph to rebuild.
+    The input shape is `input_shape` (without the batch axis) or the one the
+    model was built with; Sequential/functional models are returned as they are."""
+    check_model(model)
+    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
+        return model
+    built, built_dtype = built_input(model)
+    if input_shape is None:
+        if built is None or isinstance(built, (list, dict)) or (
+                isinstance(built, tuple) and built and isinstance(built[0], (list, tuple))):
+            raise ValueError(
+                f"Model {model.name!r} ({type(model).__name__}) is a subclassed tf_keras model "
+                "with no known single input shape: call it once on a batch (model(x[:1])) "
+                "or build it (model.build((None, ...))) before pruning it, or rebuild it "
+                "with the functional API (keras.Model(inputs, outputs)).")
+        input_shape = tuple(built)[1:]
+    dtype = dtype or built_dtype or "float32"
+    inputs = keras.Input(tuple(input_shape), dtype=dtype, name=f"{model.name}_input")
+    try:
+        outputs = model(inputs)
+    except Exception as error:  # the user's call() on a symbolic input
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) is a subclassed tf_keras model "
+            f"whose call() does not run on a symbolic input ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); rebuild it with the "
+            "functional API (keras.Model(inputs, outputs)).") from error
+    return keras.Model(inputs, outputs, name=f"{model.name}_functional")

@@ -13,9 +13,8 @@ import weakref
 
 import numpy as np
 
-from tf_unilth._compat import keras, tf
+from tf_unilth._compat import keras, module_ignoring, tf
 from tf_unilth import wrapper as wrapper_lib
-from tf_unilth.sparsity.mask import Mask
 
 
 @keras.utils.register_keras_serializable(package="tf_unilth")
@@ -83,8 +82,7 @@ class LambdaGrowth(tf.Module):
 
     # Not part of the module's variables/submodules: the step belongs to the
     # wrapper, the cache holds graph tensors.
-    _TF_MODULE_IGNORED_PROPERTIES = frozenset(
-        tf.Module._TF_MODULE_IGNORED_PROPERTIES | {"_step", "_per_graph"})
+    _TF_MODULE_IGNORED_PROPERTIES = module_ignoring("_step", "_per_graph")
 
     def __init__(self, step, name="lambda_growth"):
         super().__init__(name=name)
@@ -172,8 +170,9 @@ def regularizers(model):
     """{key: GrowingRegularizer} attached to `model` (by `attach` or a config)."""
     found = {}
     for layer in wrapper_lib.wrappers(model):
-        for i, penalty in enumerate(getattr(layer, "penalties", None) or []):
-            found[Mask.key(layer.layer.name, i)] = penalty
+        for key, penalty in zip(wrapper_lib.weight_keys(layer),
+                                getattr(layer, "penalties", None) or []):
+            found[key] = penalty
     return found
 
 
@@ -184,8 +183,7 @@ def set_selection(model, selection):
     if not regularizers(model):
         raise ValueError("No GrowingRegularizer attached; call tf_unilth.regularizers.attach(model).")
     for layer in layers:
-        layer.set_removal_plan([selection.get(Mask.key(layer.layer.name, i))
-                                for i in range(len(layer.pruning_vars))])
+        layer.set_removal_plan([selection.get(key) for key in wrapper_lib.weight_keys(layer)])
 
 
 def growth(model):

@@ -90,6 +90,7 @@ class RunDir:
             "target_sparsity": target_sparsity, "final": result.final,
             "rounds": result.rounds, "total": result.total,
             "method_info": result.method_info, "warnings": result.warnings,
+            "kept_dense": getattr(result, "kept_dense", []),
             "hyperparameters": result.hyperparameters, "flags": flag_values,
         }
         if distribution is not None:

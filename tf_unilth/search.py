@@ -124,6 +124,19 @@ def check_data(data, model, default_loss=True):
                         "own loss (loss=...).")
 
 
+def input_spec(train_data):
+    """(shape without the batch axis, dtype) of the training inputs, or (None, None)."""
+    if isinstance(train_data, data_lib.Splits):
+        train_data = train_data.train
+    if isinstance(train_data, tuple):
+        x = np.asarray(train_data[0])
+        return x.shape[1:], x.dtype.name if x.dtype.kind in "iu" else "float32"
+    if isinstance(train_data, tf.data.Dataset):
+        spec = tf.nest.flatten(train_data.element_spec)[0]
+        return tuple(spec.shape[1:]), spec.dtype.name
+    return None, None
+
+
 def global_batch(train_data, batch_size):
     """The batch size of the training data (arrays: `batch_size`; None if unknown).
 

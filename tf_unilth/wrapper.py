@@ -35,9 +35,13 @@ and is attached to the wrapper, so `strip` leaves a plain tf_keras model.
 import inspect
 
 from tf_unilth._compat import (TfmotPruneLowMagnitude, TfmotPruning, build_optimizer,
-                               check_model, collect_prunable_layers, keras, magnitude_mask,
-                               optimizer_slots, prunable_weight_count, pruning_parts,
-                               rename_layer, set_variable_constraint, smart_cond, tf, tfmot)
+                               check_model, clone_model, collect_prunable_layers, keras,
+                               is_subclassed_model, magnitude_mask, optimizer_slots,
+                               prune_callback_error_message, pruning_parts, rename_layer,
+                               set_variable_constraint, smart_cond, sparsity_m_by_n, sublayers,
+                               tf, true_dtype_variables, tfmot, unwrapped_layer)
+from tf_unilth import models as models_lib
+from tf_unilth import prunable
 from tf_unilth import schedules as schedules_lib
 from tf_unilth.sparsity.mask import Mask
 
@@ -86,6 +90,7 @@ class MonotonePruning(TfmotPruning):
 
     def __init__(self, *args, removal_plan, **kwargs):
         super().__init__(*args, **kwargs)
+        self._m_by_n = sparsity_m_by_n(self)
         self.removal_plan = removal_plan
         self._slots = [[] for _ in pruning_parts(self)[0]]
 
@@ -134,7 +139,7 @@ class MonotonePruning(TfmotPruning):
             return tf.group(ops + log)
 
         def maybe_apply(distribution=None):
-            if self._sparsity_m_by_n:  # tfmot's rule: the m-by-n mask is made at step 1
+            if self._m_by_n:  # tfmot's rule: the m-by-n mask is made at step 1
                 should_prune = tf.equal(step_fn(), 1)
             else:
                 should_prune = schedule(step_fn())[0]
@@ -190,12 +195,11 @@ class _KeepRemovedAtZero:
 
 
 def _weight_attributes(layer, weights):
-    """(owner, attribute) pairs through which `layer.call` reads each weight."""
-    owners = [layer]
-    for name in ("cell", "forward_layer", "backward_layer"):
-        sub = getattr(layer, name, None)
-        if isinstance(sub, keras.layers.Layer):
-            owners.append(sub)
+    """(owner, attribute) pairs through which `layer.call` reads each weight:
+    the attribute of `layer`, or of any layer inside it (an RNN's cell,
+    Bidirectional's directions, MultiHeadAttention's projections, the layers
+    of a nested model), that holds the weight itself."""
+    owners = [layer] + sublayers(layer, recursive=True)
     found = []
     for weight in weights:
         hit = None
@@ -241,7 +245,12 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
     looks layers up by tfmot's names keeps working.
     """
 
-    def __init__(self, layer, *args, penalties=None, **kwargs):
+    def __init__(self, layer, *args, skip=(), penalties=None, **kwargs):
+        # A layer tfmot does not know but that holds prunable layers (see
+        # tf_unilth.prunable) gets the get_prunable_weights tfmot asks for;
+        # `skip` names the layers inside it kept dense (their paths).
+        self._skip = tuple(skip)
+        prunable.make_prunable(layer, self._skip)
         super().__init__(layer, *args, **kwargs)
         rename_layer(self, f"prune_low_magnitude_{self.layer.name}")
         self._penalty_configs = penalties  # rebuilt in build, from a saved config
@@ -249,6 +258,7 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
 
     def build(self, input_shape):
         super().build(input_shape)
+        self._entries = [(e.owner, e.index) for e in prunable.entries(self.layer, self._skip)]
         weights = [w for w, _, _ in self.pruning_vars]
         self.removal_plan = RemovalPlan(weights)
         self.pruning_obj = MonotonePruning(
@@ -276,10 +286,15 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
             training = keras.backend.learning_phase()
 
         def train_updates():
-            with tf.control_dependencies([self.pruning_step.assign_add(1)]):
+            if training is True:
+                self._check_step_callback()
+            # The assert is kept for graphs traced before a callback reset the
+            # step; XLA compiles it away, which is why _check_step_callback exists.
+            with true_dtype_variables(), \
+                    tf.control_dependencies([self.pruning_step.assign_add(1)]):
                 with tf.control_dependencies([tf.debugging.assert_greater_equal(
                         self.pruning_step, tf.constant(1, tf.int64),
-                        message=self._PRUNE_CALLBACK_ERROR_MSG)]):
+                        message=prune_callback_error_message(self))]):
                     return tf.group(self.pruning_obj.conditional_mask_update())
 
         self.add_update(smart_cond(training, train_updates, tf.no_op))
@@ -291,7 +306,31 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
                 return self.layer.call(inputs, training=training, **kwargs)
             return self.layer.call(inputs, **kwargs)
 
+    def _check_step_callback(self):
+        """Raises, when a training step is traced, if no UpdatePruningStep set
+        the step: tfmot starts it at -1 and its callback sets it before the
+        first batch, so -1 here means training without the callback (no
+        pruning would happen). A trace-time check, unlike tfmot's in-graph
+        assert, holds under every execution setting, `jit_compile=True`
+        included. A functional model's construction passes a symbolic
+        `training`, never Python True, so it is not checked."""
+        with tf.init_scope():  # the variable's value now, outside the traced graph
+            step = int(keras.backend.get_value(self.pruning_step))
+        if step < 0:
+            raise ValueError(
+                f"{self.name}: a pruned model trains only with the UpdatePruningStep "
+                "callback (tf_unilth.callbacks.UpdatePruningStep or tfmot's), which drives "
+                "the pruning step; add it to model.fit(callbacks=[...]). "
+                + prune_callback_error_message(self))
+
     # -- what the wrapper exposes to its controllers --------------------------
+    def mask_keys(self):
+        """The `Mask` key of each prunable weight, in order: `<owner>/<index>`,
+        the owner being this layer or the layer inside it the weight belongs to
+        (see tf_unilth.prunable)."""
+        return [Mask.key(prunable.join(self.layer.name, owner), index)
+                for owner, index in self._entries]
+
     def set_removal_plan(self, plans):
         """The entries each prunable weight's next event removes (bool arrays,
         in prunable-weight order; None clears one)."""
@@ -339,6 +378,8 @@ class MonotonePruneLowMagnitude(TfmotPruneLowMagnitude):
 
     def get_config(self):
         config = super().get_config()
+        if self._skip:
+            config["skip"] = list(self._skip)
         if self.penalties:
             config["penalties"] = [keras.regularizers.serialize(p) for p in self.penalties]
         return config
@@ -365,60 +406,42 @@ def _penalty_loss(penalty, weight):
 # Wrapping a whole model
 
 def prune(model, schedule_fn=None, *, exclude=(), block_size=(1, 1),
-          block_pooling_type="AVG"):
-    """Wraps every prunable layer of a Sequential/functional tf_keras model.
+          block_pooling_type="AVG", printer=None):
+    """Wraps every prunable layer of a tf_keras model (see tf_unilth.prunable
+    for what is pruned in each kind of layer).
 
     `schedule_fn(layer) -> PruningSchedule` gives each layer its own schedule
     (each schedule holds its own run-time state); by default a frozen
     `TriggeredSchedule` (no pruning until a controller starts it). Layers named
-    in `exclude` stay dense. Like tfmot, the returned model shares the layer
+    in `exclude` (names, or paths such as 'block/dense' for a layer inside
+    another) stay dense. A layer holding others (Bidirectional,
+    TimeDistributed, a nested model) is one wrapper pruning every weight
+    inside it; a subclassed model is first put in a functional model
+    (`models.functional`). Like tfmot, the returned model shares the layer
     objects (and so the weights) of `model`. Call inside `strategy.scope()`
-    when training under a distribution strategy.
+    when training under a distribution strategy. `printer` gets the line
+    listing the layers kept dense.
     """
     check_model(model)
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
-        raise TypeError(
-            f"Model {model.name!r} is a subclassed tf_keras model; tfmot can only "
-            "wrap the layers of Sequential or functional models. Rebuild it with "
-            "the functional API (keras.Model(inputs, outputs)), or wrap the layers "
-            "inside your model with tf_unilth.MonotonePruneLowMagnitude yourself.")
-    exclude = set(exclude)
-    unknown = exclude - {layer.name for layer in model.layers}
-    if unknown:
-        raise ValueError(f"exclude names layers not in the model: {sorted(unknown)}.")
-    schedule_fn = schedule_fn or (lambda layer: schedules_lib.TriggeredSchedule())
-    wrapped = []
-
-    def wrap(layer):
-        if isinstance(layer, TfmotPruneLowMagnitude) or layer.name in exclude:
-            return layer
-        if isinstance(layer, keras.Model):
-            raise TypeError(
-                f"Layer {layer.name!r} is a nested model; flatten it into the outer "
-                "functional model, or name it in exclude=[...] to keep it dense.")
-        count = prunable_weight_count(layer)
-        if count is None:
-            if not layer.weights:
-                return layer
-            raise ValueError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) has weights but tfmot "
-                "cannot prune it (not in tfmot's PruneRegistry, no "
-                "get_prunable_weights method). Keep it dense with "
-                f"exclude=[{layer.name!r}] (flag --exclude={layer.name}), or make it "
-                "a tfmot PrunableLayer.")
-        if count == 0:
-            return layer
-        wrapped.append(layer.name)
-        return MonotonePruneLowMagnitude(
-            layer, pruning_schedule=schedule_fn(layer), block_size=block_size,
-            block_pooling_type=block_pooling_type)
-
-    pruned = keras.models.clone_model(model, input_tensors=None, clone_function=wrap)
-    if not wrapped:
+    if is_subclassed_model(model):
+        model = models_lib.functional(model)
+    found = prunable.plan(model, exclude)
+    if not found.wrapped():
         raise ValueError(
             f"Model {model.name!r} has no prunable layer (Dense, Conv, Embedding, "
             "... with weights); there is nothing to make sparse.")
-    return pruned
+    if printer is not None and found.kept:
+        printer(prunable.describe_kept(found.kept))
+    schedule_fn = schedule_fn or (lambda layer: schedules_lib.TriggeredSchedule())
+
+    def wrap(layer):
+        if isinstance(layer, TfmotPruneLowMagnitude) or not found.layers.get(layer.name):
+            return layer
+        return MonotonePruneLowMagnitude(
+            layer, pruning_schedule=schedule_fn(layer), block_size=block_size,
+            block_pooling_type=block_pooling_type, skip=found.skip.get(layer.name, ()))
+
+    return clone_model(model, wrap)
 
 
 def wrappers(model):
@@ -443,10 +466,17 @@ def ours(model, what="this"):
     return layers
 
 
+def weight_keys(layer):
+    """The mask keys of one wrapper's prunable weights (tfmot's wrapper:
+    `<layer>/<index>`)."""
+    if isinstance(layer, MonotonePruneLowMagnitude):
+        return layer.mask_keys()
+    return [Mask.key(layer.layer.name, i) for i in range(len(layer.pruning_vars))]
+
+
 def mask_keys(model):
     """Mask keys of the wrapped model's prunable weights, in order."""
-    return [Mask.key(layer.layer.name, i) for layer in wrappers(model)
-            for i in range(len(layer.pruning_vars))]
+    return [key for layer in wrappers(model) for key in weight_keys(layer)]
 
 
 def link_optimizer(model, optimizer=None):
@@ -524,5 +554,12 @@ def strip(model):
                 constraint = weight.constraint
                 if isinstance(constraint, _KeepRemovedAtZero):
                     set_variable_constraint(weight, constraint.original)
+    def unwrap(layer):  # tfmot's strip_pruning, through clone_model (nested models)
+        if isinstance(layer, TfmotPruneLowMagnitude):
+            return unwrapped_layer(layer)
+        if isinstance(layer, keras.Model) and collect_prunable_layers(layer):
+            return tfmot.sparsity.keras.strip_pruning(layer)
+        return layer
+
     with model.distribute_strategy.scope():
-        return tfmot.sparsity.keras.strip_pruning(model)
+        return clone_model(model, unwrap)

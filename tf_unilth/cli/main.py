@@ -8,9 +8,12 @@
 `tf-unilth <command> --helpfull` lists a command's flags.
 """
 
+import contextlib
 import importlib
 import os
+import re
 import sys
+import tempfile
 
 COMMANDS = {
     "find-ticket": ("tf_unilth.cli.find_ticket", "find a ticket with one of the methods"),
@@ -20,6 +23,39 @@ COMMANDS = {
     "launch-workers": ("tf_unilth.cli.launch_workers",
                        "a multi-worker find-ticket on this machine"),
 }
+
+
+# What TensorFlow's C++ side writes to stderr while it loads and finds its
+# devices, before absl logging starts: TF_CPP_MIN_LOG_LEVEL does not reach
+# these lines (a missing CUDA driver is reported at info and error level on
+# every CPU-only machine), so the command drops exactly these and nothing else.
+STARTUP_LINE = re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub\.cc|cuda_platform\.cc.*cuInit"
+    r"|cuda_executor\.cc|cpu_feature_guard\.cc|To enable the following instructions"
+    r"|oneDNN custom operations are on|rebuild TensorFlow with the appropriate compiler")
+
+
+@contextlib.contextmanager
+def tensorflow_startup_lines_dropped():
+    """Runs the block with file descriptor 2 captured; afterwards writes back
+    every captured line but TensorFlow's start-up lines (STARTUP_LINE), so an
+    error raised meanwhile is still seen. A file-descriptor redirect, because
+    these lines come from C++, not from Python's sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
+                    if not STARTUP_LINE.search(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def usage(prog="tf-unilth"):
@@ -40,9 +76,13 @@ def main(argv=None):
         print(f"{prog}: unknown command {command!r}.\n\n{usage(prog)}", file=sys.stderr)
         return 2
     # TensorFlow's C++ start-up lines are not what a user of the command wants
-    # to read; set before TensorFlow loads (the command's module loads it).
+    # to read: the level is set before TensorFlow loads (the command's module
+    # loads it), and what the level does not reach is dropped while it loads.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    module = importlib.import_module(COMMANDS[command][0])
+    with tensorflow_startup_lines_dropped():
+        module = importlib.import_module(COMMANDS[command][0])
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        tf.config.list_physical_devices()  # the device probe, which reports CUDA
     return module.run([f"{prog} {command}", *argv[2:]]) or 0
 
 
