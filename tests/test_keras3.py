@@ -205,11 +205,21 @@ def test_the_command_line_runs_a_method_on_keras3(tmp_path):
     if not data_dir or not os.path.isdir(os.path.join(data_dir, "mnist")):
         pytest.skip("TFDS_DATA_DIR does not hold MNIST")
     from tf_unilth.cli import find_ticket as cli  # pylint: disable=import-outside-toplevel
+    from absl import flags  # pylint: disable=import-outside-toplevel
     out = tmp_path / "run"
-    with pytest.raises(SystemExit) as done:
-        cli.run(["tf-unilth", "--keras=3", "--method=random", "--target_sparsity=0.9",
-                 "--epochs=1", "--train_limit=600", "--validation_size=120",
-                 "--test_limit=120", f"--output_dir={out}", "--verbose=0"])
+    before = set(flags.FLAGS)
+    try:
+        with pytest.raises(SystemExit) as done:
+            cli.run(["tf-unilth", "--keras=3", "--method=random", "--target_sparsity=0.9",
+                     "--epochs=1", "--train_limit=600", "--validation_size=120",
+                     "--test_limit=120", f"--output_dir={out}", "--verbose=0"])
+    finally:
+        # The command's flags are process-global: take them back so that a
+        # benchmark module this worker imports later may define its own
+        # (--data_dir, --dataset, ...) without a DuplicateFlagError.
+        for name in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, name)
+        cli.RUN_FLAGS.clear()
     assert done.value.code in (0, None)
     summary = json.loads((out / "results.json").read_text())
     assert summary["distribution"]["backend"] == keras.backend.backend()

@@ -78,6 +78,11 @@ def sparsity_m_by_n(wrapper):
 PrunableLayer = tfmot.sparsity.keras.PrunableLayer
 
 
+def registry_supports(layer):
+    """Whether tfmot's PruneRegistry knows `layer`'s class (built or not)."""
+    return prune_registry.PruneRegistry.supports(layer)
+
+
 def registry_prunable_weights(layer):
     """The weights tfmot's PruneRegistry prunes in `layer` (the kernel and
     recurrent kernel of every RNN cell, MultiHeadAttention's four projection

@@ -37,7 +37,7 @@ before containers were pruned.
 import dataclasses
 
 from tf_unilth._compat import (PrunableLayer, is_subclassed_model, keras,
-                               registry_prunable_weights, sublayers)
+                               registry_prunable_weights, registry_supports, sublayers)
 from tf_unilth.sparsity.mask import Mask
 
 # Leaves tfmot's registry does not list, pruned like their relatives there
@@ -145,9 +145,11 @@ def make_prunable(layer, skip=()):
     """Gives a layer tfmot does not know (a container holding prunable layers,
     or one of `EXTRA_WEIGHTS`) the `get_prunable_weights` tfmot's wrapper asks for, the way
     tfmot's own `PruneRegistry.make_prunable` does for the layers it knows.
-    Returns the layer's entries."""
-    found = entries(layer, skip)
-    if not is_prunable_layer(layer) and registry_prunable_weights(layer) is None:
+    Returns the layer's entries ([] for a layer not built yet, as one
+    rebuilt from a saved config is: its weights, checked when the model
+    was first pruned, exist only after build)."""
+    found = entries(layer, skip) if layer.built else []
+    if not is_prunable_layer(layer) and not registry_supports(layer):
         def get_prunable_weights():
             return [e.weight for e in entries(layer, skip)]
         setattr(get_prunable_weights, _OURS, True)
