@@ -176,6 +176,7 @@ def main(argv=None):
             steps[f"{prefix}_pruned90"]["ms_per_step"] / steps[f"{prefix}_dense"]["ms_per_step"],
             3)
     result["per_step"] = steps
+    _write(result, args.out, started)  # kept if the level below is cut short
 
     # 2-3. one paper-protocol LTH level, through find_ticket (the Keras 3 search)
     if not args.skip_level:
@@ -201,12 +202,16 @@ def main(argv=None):
                                           "train_steps", "wall_seconds")} for r in rounds],
             "final": found.final, "openlth_h200_reference_s_per_level": 100}
         print(json.dumps(result["lth_level"]), flush=True)
-    result["script_seconds"] = round(time.perf_counter() - started, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
-    print("wrote", args.out)
+    _write(result, args.out, started)
     return 0
+
+
+def _write(result, out, started):
+    result["script_seconds"] = round(time.perf_counter() - started, 1)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    print("wrote", out, flush=True)
 
 
 if __name__ == "__main__":
