@@ -192,7 +192,8 @@ def test_budgets_mean_the_whole_run():
                                  finetune_epochs=2, **data)
     assert dlth.total["epochs"] == 6  # not 6 + 1
     with pytest.raises(ValueError, match="leaves no regularization epoch"):
-        tf_unilth.find_ticket(toy_model(), "dlth", target_sparsity=0.5, epochs=20, **data)
+        tf_unilth.find_ticket(toy_model(), "dlth", target_sparsity=0.5, epochs=20,
+                              finetune_epochs=20, **data)  # (the default is a share: 13)
     with pytest.raises(ValueError, match="cannot hold stage 1"):
         tf_unilth.find_ticket(toy_model(), "unilth", target_sparsity=0.5, epochs=12, **data)
 
