@@ -1285,7 +1285,10 @@ def tune():
     curves = {}
     for lr in FLAGS.tune_lrs:
         name = f"tune_lr{lr}"
-        specs = [f for n, f in run_specs(["dense"], [], ["0"], extra={})]
+        # --method_flag's dense and all flags (an --optimizer, say) reach the
+        # tuning runs, so the rate is chosen for the optimizer the grid trains with.
+        extra = {k: v for k, v in method_flags().items() if k in ("dense", "all")}
+        specs = [f for n, f in run_specs(["dense"], [], ["0"], extra=extra)]
         flags_lr = [f for f in specs[0] if not f.startswith("--learning_rate=")]
         flags_lr.append(f"--learning_rate={float(lr)}")
         print(name, *run_one(name, flags_lr)[1:], flush=True)
@@ -1294,7 +1297,8 @@ def tune():
     chosen = max(sorted(curves, key=float), key=lambda k: curves[k])  # ties: the smaller
     out = {"rule": "dense, seed 0, the dense budget; the best validation accuracy (its best "
                    "epoch) wins, ties to the smaller rate; test never read",
-           "val_accuracy": curves, "chosen": {"learning_rate": float(chosen),
+           "method_flags": extra, "val_accuracy": curves,
+           "chosen": {"learning_rate": float(chosen),
                                               "val_accuracy": curves[chosen]},
            "git": provenance.git_info()}
     os.makedirs(os.path.dirname(tune_path()), exist_ok=True)
