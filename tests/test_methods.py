@@ -250,3 +250,34 @@ def test_dlth_fine_tunes_two_thirds_of_any_budget_and_keeps_10_plus_20_reachable
     assert dlth(epochs=30).finetune() == dlth(epochs=30, finetune_epochs=20).finetune() == 20
     with pytest.raises(ValueError, match="no regularization epoch"):
         dlth(epochs=1).check(0.9)
+
+
+def test_hyperparameter_ranges_are_declared_and_checked_in_one_place(capsys):
+    from tf_unilth import methods  # pylint: disable=import-outside-toplevel
+    from tf_unilth.methods.base import Range  # pylint: disable=import-outside-toplevel
+    from tf_unilth.cli import errors  # pylint: disable=import-outside-toplevel
+    assert [str(Range(at_least=1)), str(Range(above=0, below=1)), str(Range(above=0, at_most=1)),
+            str(Range(at_most=2))] == [">= 1", "in (0, 1)", "in (0, 1]", "<= 2"]
+    assert 1 in Range(at_least=1) and 0 not in Range(at_least=1)
+    assert 0 not in Range(above=0, at_most=1) and 1 in Range(above=0, at_most=1)
+    assert not Range() and 5 in Range()
+    cases = [("lth", "prune_rate", 1.0, "in (0, 1)"), ("lth", "rounds", 0, ">= 1"),
+             ("lth", "rewind_step", -1, ">= 0"), ("dlth", "growth_fraction", 0.0, "in (0, 1]"),
+             ("dlth", "finetune_epochs", 0, ">= 1"), ("unilth", "patience", -1, ">= 0"),
+             ("unidlth", "max_cut", 1.0, "in (0, 1)"), ("unilth", "gamma", 0.0, "> 0"),
+             ("unilth_retrain_k", "retrain_epochs", 0, ">= 1"), ("dense", "epochs", 0, ">= 1"),
+             ("random", "epochs", 0, ">= 1"), ("lth", "allocation", "erk2", "one of")]
+    for method, field, value, allowed in cases:
+        with pytest.raises(methods.HyperparameterError) as refused:
+            methods.get(method).create(**{field: value}).check(0.5)
+        message = str(refused.value)
+        assert message.startswith(f"{method}: {field} must be {allowed}") and "--" not in message
+        assert refused.value.hyperparameters == (field,)
+    methods.get("lth").create(rounds=None, epochs=None).check(0.5)  # None: derived, allowed
+    # Cross-field checks name both fields; the command line adds the flags.
+    with pytest.raises(methods.HyperparameterError) as refused:
+        methods.get("dlth").create(epochs=20, finetune_epochs=20).check(0.5)
+    assert refused.value.hyperparameters == ("epochs", "finetune_epochs")
+    with pytest.raises(SystemExit), errors.one_line():
+        methods.get("dlth").create(epochs=20, finetune_epochs=20).check(0.5)
+    assert "lower finetune_epochs. (flags --epochs, --finetune_epochs)" in capsys.readouterr().err

@@ -14,7 +14,12 @@ import traceback
 
 class UsageError(ValueError):
     """A command line that cannot run; printed as one `error:` line like every
-    error raised on purpose (absl's own UsageError prints the whole usage)."""
+    error raised on purpose (absl's own UsageError prints the whole usage).
+    `hyperparameters`: the method fields at fault, whose flags the line names."""
+
+    def __init__(self, message, hyperparameters=()):
+        super().__init__(message)
+        self.hyperparameters = tuple(hyperparameters)
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +42,10 @@ def one_line(show_traceback=lambda: False):
         if show_traceback() or not raised_on_purpose(error):
             raise
         message = " ".join(str(error).split()) or type(error).__name__
+        # The library names the hyperparameters at fault; their flags are ours to add.
+        names = getattr(error, "hyperparameters", ())
+        if names:
+            message += f" (flag{'s' * (len(names) > 1)} {', '.join('--' + n for n in names)})"
         print(f"error: {message}\n(see --helpfull for every flag; --verbose=3 shows where "
               "it came from)", file=sys.stderr)
         sys.exit(1)

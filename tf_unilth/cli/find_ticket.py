@@ -132,7 +132,7 @@ def main(argv):
         if FLAGS.batch_size < 1 or FLAGS.validation_size < 0:
             raise ValueError("--batch_size must be >= 1 and --validation_size >= 0.")
     except (TypeError, ValueError) as e:
-        raise errors.UsageError(str(e)) from None
+        raise errors.UsageError(str(e), getattr(e, "hyperparameters", ())) from None
     chief = not multi_worker or distribute.tf_config()["task"]["index"] == 0
     run_dir = results.RunDir(FLAGS.output_dir)
     lock = None

@@ -6,7 +6,7 @@ own with `register_method` (see `methods.base` and docs/ALGORITHMS.md, "Write
 your own method"); `tf_unilth.find_ticket` and the command line find it by name.
 """
 
-from tf_unilth.methods.base import (Method, get, hparam, names,  # noqa: F401
+from tf_unilth.methods.base import (HyperparameterError, Method, get, hparam, names,  # noqa: F401
                                     register_method)
 from tf_unilth.methods import dense, dlth, lth, random_ticket, unilth  # noqa: F401
 

@@ -28,10 +28,53 @@ from tf_unilth.sparsity.allocation import Floor
 _METHODS = {}
 
 
-def hparam(default, help, *, choices=None):  # pylint: disable=redefined-builtin
-    """A hyperparameter field: its default, one line of help, allowed values."""
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "choices": choices})
+class HyperparameterError(ValueError):
+    """A hyperparameter value a method cannot work with. `hyperparameters`
+    names the fields at fault, so the command line can add their flags to
+    the message (the library's message names the fields, not flags)."""
+
+    def __init__(self, message, hyperparameters):
+        super().__init__(message)
+        self.hyperparameters = tuple(hyperparameters)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric hyperparameter allows: bounds, each inclusive
+    (`at_least`, `at_most`) or exclusive (`above`, `below`); None = unbounded."""
+    at_least: float = None
+    above: float = None
+    below: float = None
+    at_most: float = None
+
+    def __contains__(self, value):
+        return not ((self.at_least is not None and value < self.at_least)
+                    or (self.above is not None and value <= self.above)
+                    or (self.below is not None and value >= self.below)
+                    or (self.at_most is not None and value > self.at_most))
+
+    def __str__(self):
+        low = (f"[{self.at_least}" if self.at_least is not None
+               else f"({self.above}" if self.above is not None else None)
+        high = (f"{self.at_most}]" if self.at_most is not None
+                else f"{self.below})" if self.below is not None else None)
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return (">= " if low[0] == "[" else "> ") + low[1:]
+        return ("<= " if high[-1] == "]" else "< ") + high[:-1]
+
+    def __bool__(self):
+        return any(b is not None for b in dataclasses.astuple(self))
+
+
+def hparam(default, help, *, choices=None, at_least=None, above=None, below=None,  # pylint: disable=redefined-builtin
+           at_most=None):
+    """A hyperparameter field: its default, one line of help, and the values
+    it allows (`choices`, or a `Range` from the bounds), which `Method.check`
+    tests for every field in one place. None (a derived default) always passes."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "range": Range(at_least, above, below, at_most)})
 
 
 @dataclasses.dataclass
@@ -62,12 +105,22 @@ class Method:
         anything is trained or written (subclasses add their own checks)."""
         plans.check_sparsity(target_sparsity,
                              "target sparsity (target_sparsity=, flag --target_sparsity)")
+        self.check_hyperparameters()
+
+    def check_hyperparameters(self):
+        """Every field against the choices and range its `hparam` declares."""
         for field in dataclasses.fields(self):
-            choices = field.metadata.get("choices")
             value = getattr(self, field.name)
-            if choices and value is not None and value not in choices:
-                raise ValueError(f"{self.name}: {field.name} must be one of {list(choices)}, "
-                                 f"got {value!r} (flag --{field.name}).")
+            if value is None:
+                continue
+            choices = field.metadata.get("choices")
+            allowed = field.metadata.get("range")
+            if choices and value not in choices:
+                raise HyperparameterError(f"{self.name}: {field.name} must be one of "
+                                          f"{list(choices)}, got {value!r}.", [field.name])
+            if allowed and value not in allowed:
+                raise HyperparameterError(f"{self.name}: {field.name} must be {allowed}, "
+                                          f"got {value!r}.", [field.name])
 
     @classmethod
     def hyperparameters(cls):

@@ -16,7 +16,7 @@ def best_epoch(history):
 
 @register_method("dense")
 class Dense(Method):
-    epochs: int = hparam(30, "Training epochs.")
+    epochs: int = hparam(30, "Training epochs.", at_least=1)
     restore_best: str = hparam("val_accuracy", "Keep the weights of the epoch with the best "
                                "value of this validation metric ('' keeps the last epoch).")
 
@@ -33,5 +33,4 @@ class Dense(Method):
 
     def check(self, target_sparsity):
         del target_sparsity  # the dense network has none
-        if self.epochs < 1:
-            raise ValueError(f"dense: epochs must be >= 1, got {self.epochs} (flag --epochs).")
+        self.check_hyperparameters()

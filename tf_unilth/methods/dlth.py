@@ -16,7 +16,7 @@ every K steps (Bai et al.: 1e-4 every 5 steps), then `hold_epochs` held.
 import math
 
 from tf_unilth.sparsity.growth import LinearStepGrowth
-from tf_unilth.methods.base import RandomTicket, hparam, register_method
+from tf_unilth.methods.base import HyperparameterError, RandomTicket, hparam, register_method
 
 DEFAULT_EPOCHS = 30
 # The fine-tuning share of the budget: 20 of the 30 epochs (Bai et al.'s split
@@ -29,21 +29,24 @@ FINETUNE_SHARE = 2 / 3
 class DLTH(RandomTicket):
     epochs: int = hparam(None, f"Whole budget: regularization, then finetune_epochs of "
                          f"fine-tuning (default: {DEFAULT_EPOCHS}; with --growth=absolute, "
-                         "lambda's growth + hold_epochs + finetune_epochs).")
+                         "lambda's growth + hold_epochs + finetune_epochs).", at_least=1)
     finetune_epochs: int = hparam(None, "Fine-tuning epochs after the removal (default: "
                                   "FINETUNE_SHARE of the budget, rounded, leaving at least "
-                                  "one regularization epoch: 20 of 30).")
+                                  "one regularization epoch: 20 of 30). The removal "
+                                  "happens in the fine-tuning fit.", at_least=1)
     growth: str = hparam("relative", "relative: lambda reaches lambda_max after "
                          "growth_fraction of the regularization epochs; absolute: +lambda_delta "
                          "every lambda_every steps (DLTH's published form).",
                          choices=("relative", "absolute"))
     growth_fraction: float = hparam(0.5, "relative growth: share of the regularization phase "
-                                    "lambda takes to reach lambda_max (then held).")
-    lambda_delta: float = hparam(1e-4, "absolute growth: lambda increment (DLTH: 1e-4).")
-    lambda_every: int = hparam(5, "Steps between lambda increments (DLTH: 5).")
-    lambda_max: float = hparam(1.0, "Largest regularization coefficient.")
+                                    "lambda takes to reach lambda_max (then held).",
+                                    above=0, at_most=1)
+    lambda_delta: float = hparam(1e-4, "absolute growth: lambda increment (DLTH: 1e-4).",
+                                 above=0)
+    lambda_every: int = hparam(5, "Steps between lambda increments (DLTH: 5).", at_least=1)
+    lambda_max: float = hparam(1.0, "Largest regularization coefficient.", above=0)
     hold_epochs: int = hparam(5, "absolute growth: epochs lambda is held at its maximum "
-                              "before the removal.")
+                              "before the removal.", at_least=0)
 
     def finetune(self):
         """finetune_epochs, or its default: FINETUNE_SHARE of the budget."""
@@ -54,23 +57,11 @@ class DLTH(RandomTicket):
 
     def check(self, target_sparsity):
         super().check(target_sparsity)
-        if self.finetune() < 1:
-            raise ValueError(f"dlth: finetune_epochs must be >= 1 (the removal happens in the "
-                             f"fine-tuning fit), got {self.finetune()} "
-                             "(flag --finetune_epochs).")
-        if not 0.0 < self.growth_fraction <= 1.0:
-            raise ValueError(f"dlth: growth_fraction must be in (0, 1], got "
-                             f"{self.growth_fraction} (flag --growth_fraction).")
-        if self.lambda_every < 1 or self.lambda_max <= 0 or self.lambda_delta <= 0 \
-                or self.hold_epochs < 0:
-            raise ValueError("dlth: lambda_every must be >= 1, lambda_max and lambda_delta > 0, "
-                             "hold_epochs >= 0 (flags --lambda_every, --lambda_max, "
-                             "--lambda_delta, --hold_epochs).")
         if self.epochs is not None and self.epochs <= self.finetune():
-            raise ValueError(
+            raise HyperparameterError(
                 f"dlth: a budget of {self.epochs} epochs leaves no regularization epoch before "
-                f"{self.finetune()} fine-tuning epochs; raise --epochs or lower "
-                "--finetune_epochs.")
+                f"{self.finetune()} fine-tuning epochs; raise epochs or lower "
+                "finetune_epochs.", ["epochs", "finetune_epochs"])
 
     def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
         super().plan(mask, target_sparsity, steps_per_epoch, output_layers)

@@ -25,27 +25,18 @@ DEFAULT_EPOCHS_PER_ROUND = 20
 @register_method("lth")
 class LTH(Selecting):
     epochs: int = hparam(None, "Whole budget, spread evenly over the trainings (round 0 "
-                         "and every pruning round). Default: epochs_per_round of each.")
+                         "and every pruning round). Default: epochs_per_round of each.",
+                         at_least=1)
     epochs_per_round: int = hparam(None, f"Epochs of each training. Default: "
                                    f"{DEFAULT_EPOCHS_PER_ROUND}, or epochs / trainings when "
-                                   "epochs is given.")
-    prune_rate: float = hparam(0.2, "Fraction of the surviving weights each round removes.")
-    rewind_step: int = hparam(0, "Rewind to iteration k (0: the original LTH).")
-    rounds: int = hparam(None, "Pruning rounds to run (default: until the target sparsity).")
-    max_rounds: int = hparam(60, "Most pruning rounds when running until the target.")
-
-    def check(self, target_sparsity):
-        super().check(target_sparsity)
-        if not 0.0 < self.prune_rate < 1.0:
-            raise ValueError(f"lth: prune_rate must be in (0, 1), got {self.prune_rate} "
-                             "(flag --prune_rate).")
-        for name in ("rounds", "max_rounds", "epochs", "epochs_per_round"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"lth: {name} must be >= 1, got {value} (flag --{name}).")
-        if self.rewind_step < 0:
-            raise ValueError(f"lth: rewind_step must be >= 0, got {self.rewind_step} "
-                             "(flag --rewind_step).")
+                                   "epochs is given.", at_least=1)
+    prune_rate: float = hparam(0.2, "Fraction of the surviving weights each round removes.",
+                               above=0, below=1)
+    rewind_step: int = hparam(0, "Rewind to iteration k (0: the original LTH).", at_least=0)
+    rounds: int = hparam(None, "Pruning rounds to run (default: until the target sparsity).",
+                         at_least=1)
+    max_rounds: int = hparam(60, "Most pruning rounds when running until the target.",
+                             at_least=1)
 
     def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
         rounds = self.rounds if self.rounds is not None else self._rounds_to(

@@ -8,12 +8,7 @@ from tf_unilth.methods.dense import best_epoch
 
 @register_method("random")
 class Random(RandomTicket):
-    epochs: int = hparam(20, "Training epochs of the random ticket.")
-
-    def check(self, target_sparsity):
-        super().check(target_sparsity)
-        if self.epochs < 1:
-            raise ValueError(f"random: epochs must be >= 1, got {self.epochs} (flag --epochs).")
+    epochs: int = hparam(20, "Training epochs of the random ticket.", at_least=1)
 
     def run(self, search, model, target_sparsity):
         kit = search.kit

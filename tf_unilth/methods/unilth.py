@@ -38,29 +38,36 @@ from tf_unilth.sparsity.growth import PowerGrowth
 @dataclasses.dataclass
 class Staged(Method):
     """The hyperparameters of UniLTH's stages, shared by UniDLTH."""
-    epochs: int = hparam(60, "Whole epoch budget (stage 1, the rounds and fine-tuning).")
-    rounds: int = hparam(5, "Pruning rounds R (geometric densities to the target).")
-    round_epochs: int = hparam(2, "Epochs of each pruning round.")
-    patience: int = hparam(3, "Plateau trigger patience P (epochs without a better val_loss).")
+    epochs: int = hparam(60, "Whole epoch budget (stage 1, the rounds and fine-tuning).",
+                         at_least=1)
+    rounds: int = hparam(5, "Pruning rounds R (geometric densities to the target).",
+                         at_least=1)
+    round_epochs: int = hparam(2, "Epochs of each pruning round.", at_least=1)
+    patience: int = hparam(3, "Plateau trigger patience P (epochs without a better val_loss).",
+                           at_least=0)
     min_delta: float = hparam(0.0, "Smallest val_loss decrease that counts as better.")
     rewind_epochs: int = hparam(None, "Rewind r epochs when the trigger fires (default: P, "
-                                "the epoch of best val_loss).")
+                                "the epoch of best val_loss).", at_least=0)
     growth_steps: int = hparam(None, "Steps G for lambda to reach lambda_max (default: half "
-                               "a round).")
-    lambda_max: float = hparam(1.0, "Largest regularization coefficient (0: no extrusion).")
-    gamma: float = hparam(2.0, "Lambda growth exponent: lambda_max * (t/G)^gamma.")
-    finetune_patience: int = hparam(3, "Patience of the fine-tuning plateau trigger.")
+                               "a round).", at_least=1)
+    lambda_max: float = hparam(1.0, "Largest regularization coefficient (0: no extrusion).",
+                               at_least=0)
+    gamma: float = hparam(2.0, "Lambda growth exponent: lambda_max * (t/G)^gamma.", above=0)
+    finetune_patience: int = hparam(3, "Patience of the fine-tuning plateau trigger.",
+                                    at_least=0)
     min_finetune_epochs: int = hparam(
         5, "Epochs kept for fine-tuning: when only the rounds and these are left, the "
-        "plateau trigger is forced (and said so).")
+        "plateau trigger is forced (and said so).", at_least=0)
     round_plan: str = hparam(
         "geometric", "geometric: R rounds of round_epochs on geometric densities; imp: the "
         "same down to cut_below, then IMP-sized cuts (at most max_cut of the survivors) in "
         "rounds of short_round_epochs.", choices=("geometric", "imp"))
-    cut_below: float = hparam(0.2, "imp plan: density below which rounds cut at most max_cut.")
+    cut_below: float = hparam(0.2, "imp plan: density below which rounds cut at most max_cut.",
+                              above=0, below=1)
     max_cut: float = hparam(0.2, "imp plan: largest share of the survivors a round removes "
-                            "below cut_below (IMP: 0.2).")
-    short_round_epochs: int = hparam(1, "imp plan: epochs of each round below cut_below.")
+                            "below cut_below (IMP: 0.2).", above=0, below=1)
+    short_round_epochs: int = hparam(1, "imp plan: epochs of each round below cut_below.",
+                                     at_least=1)
     lr_schedule: str = hparam(
         "constant", "Learning rate in stages 2-3: constant, or a cosine / linear decay over "
         "each round (back to the base rate at every round's start) and over the "
@@ -68,34 +75,9 @@ class Staged(Method):
         choices=("constant", "cosine", "linear"))
     weight_decay: float = hparam(
         0.0, "Decoupled weight decay (AdamW's) on the surviving weights, from stage 2 on: "
-        "each step multiplies them by 1 - lr * weight_decay.")
+        "each step multiplies them by 1 - lr * weight_decay.", at_least=0)
 
     needs_validation = True
-
-    def check(self, target_sparsity):
-        super().check(target_sparsity)
-        for name in ("rounds", "round_epochs", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{self.name}: {name} must be >= 1, got {getattr(self, name)} "
-                                 f"(flag --{name}).")
-        for name in ("patience", "finetune_patience", "min_finetune_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{self.name}: {name} must be >= 0, got {getattr(self, name)} "
-                                 f"(flag --{name}).")
-        if self.rewind_epochs is not None and self.rewind_epochs < 0:
-            raise ValueError(f"{self.name}: rewind_epochs must be >= 0, got "
-                             f"{self.rewind_epochs} (flag --rewind_epochs).")
-        if self.growth_steps is not None and self.growth_steps < 1:
-            raise ValueError(f"{self.name}: growth_steps must be >= 1, got {self.growth_steps} "
-                             "(flag --growth_steps).")
-        PowerGrowth(self.lambda_max, 1, self.gamma)  # its own range checks
-        if not (0.0 < self.max_cut < 1.0 and 0.0 < self.cut_below < 1.0):
-            raise ValueError(f"{self.name}: max_cut and cut_below must be in (0, 1), got "
-                             f"{self.max_cut} and {self.cut_below} (flags --max_cut, "
-                             "--cut_below).")
-        if self.short_round_epochs < 1 or self.weight_decay < 0:
-            raise ValueError(f"{self.name}: short_round_epochs must be >= 1 and weight_decay "
-                             ">= 0 (flags --short_round_epochs, --weight_decay).")
 
     def round_plan_of(self, target_sparsity):
         """[(density after the round, its epochs)] of stage 2."""
@@ -231,13 +213,8 @@ class UniLTHRetrain(UniLTH):
     """UniLTH, then its mask retrained LTH-style from the stage-1 rewind point
     (weights and optimizer state at epoch k = the rewind epoch): a row of its
     own, its cost counted in its budget."""
-    retrain_epochs: int = hparam(20, "Epochs of the final retraining from the rewind point.")
-
-    def check(self, target_sparsity):
-        super().check(target_sparsity)
-        if self.retrain_epochs < 1:
-            raise ValueError(f"{self.name}: retrain_epochs must be >= 1, got "
-                             f"{self.retrain_epochs} (flag --retrain_epochs).")
+    retrain_epochs: int = hparam(20, "Epochs of the final retraining from the rewind point.",
+                                 at_least=1)
 
     def plan(self, mask, target_sparsity, steps_per_epoch, output_layers):
         plan = super().plan(mask, target_sparsity, steps_per_epoch, output_layers)
