@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 if not keras.__version__.startswith("3"):
     pytest.skip("Keras 3 not installed", allow_module_level=True)
 
-from tf_unilth import kits  # noqa: E402
+from tf_unilth import kits, methods  # noqa: E402
 from tf_unilth.keras3 import callbacks as k3cb  # noqa: E402
 from tf_unilth.keras3 import core  # noqa: E402
 from tf_unilth.keras3._compat import optimizer_slots  # noqa: E402
@@ -168,11 +168,16 @@ def test_keras3_path_refuses_what_it_cannot_keep():
     with pytest.raises(NotImplementedError, match="state_dir"):
         kits.find_ticket(tiny_model(), "dense", (x, y), (x, y), epochs=1, state_dir="/tmp/x",
                          verbose=0, printer=lambda *_: None)
-    with pytest.raises(NotImplementedError, match="lr_schedule"):
-        kits.find_ticket(tiny_model(), "unilth", (x, y), (x, y), target_sparsity=0.5,
+    # Refused with the other hyperparameter checks, before stage 1 trains.
+    model = tiny_model()
+    before = [np.array(w) for w in model.get_weights()]
+    with pytest.raises(methods.HyperparameterError, match="lr_schedule") as refused:
+        kits.find_ticket(model, "unilth", (x, y), (x, y), target_sparsity=0.5,
                          epochs=7, rounds=2, round_epochs=1, patience=1,
                          min_finetune_epochs=1, lr_schedule="cosine", verbose=0,
                          printer=lambda *_: None)
+    assert refused.value.hyperparameters == ("lr_schedule", "weight_decay")
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, model.get_weights()))
     with pytest.raises(ValueError, match="inputs have shape"):
         kits.find_ticket(tiny_model(inputs=5), "dense", (x, y), (x, y), epochs=1, verbose=0)
 

@@ -14,12 +14,7 @@ import traceback
 
 class UsageError(ValueError):
     """A command line that cannot run; printed as one `error:` line like every
-    error raised on purpose (absl's own UsageError prints the whole usage).
-    `hyperparameters`: the method fields at fault, whose flags the line names."""
-
-    def __init__(self, message, hyperparameters=()):
-        super().__init__(message)
-        self.hyperparameters = tuple(hyperparameters)
+    error raised on purpose (absl's own UsageError prints the whole usage)."""
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

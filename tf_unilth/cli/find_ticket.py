@@ -127,12 +127,20 @@ def main(argv):
         args = method_flags.values(FLAGS.method)
         method = methods.get(FLAGS.method).create(**args)
         method.check(FLAGS.target_sparsity)
+        if FLAGS.keras == "3":
+            if FLAGS.distribution != "default":
+                raise ValueError("--keras=3 runs on one device (--distribution=default); Keras "
+                                 "3's DataParallel is tf_unilth.keras3's distribution=.")
+            from tf_unilth.keras3 import finder as keras3_finder  # pylint: disable=import-outside-toplevel
+            keras3_finder.check_method(method)
         if not FLAGS.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {FLAGS.learning_rate}.")
         if FLAGS.batch_size < 1 or FLAGS.validation_size < 0:
             raise ValueError("--batch_size must be >= 1 and --validation_size >= 0.")
+    except methods.HyperparameterError:
+        raise  # one line as it is, with its flags (errors.one_line)
     except (TypeError, ValueError) as e:
-        raise errors.UsageError(str(e), getattr(e, "hyperparameters", ())) from None
+        raise errors.UsageError(str(e)) from None
     chief = not multi_worker or distribute.tf_config()["task"]["index"] == 0
     run_dir = results.RunDir(FLAGS.output_dir)
     lock = None
@@ -216,10 +224,8 @@ def _search(run_dir, flag_values, method, execution, multi_worker, chief):
 
 
 def _search_keras3(run_dir, flag_values, method, execution):
-    """--keras=3: the same search on a Keras 3 model (tf_unilth.keras3), one device."""
-    if FLAGS.distribution != "default":
-        raise errors.UsageError("--keras=3 runs on one device (--distribution=default); "
-                                "Keras 3's DataParallel is tf_unilth.keras3's distribution=.")
+    """--keras=3: the same search on a Keras 3 model (tf_unilth.keras3), one device
+    (checked with the other flags, in main)."""
     import keras  # pylint: disable=import-outside-toplevel
     from tf_unilth.keras3 import models as keras3_models  # pylint: disable=import-outside-toplevel
     keras.utils.set_random_seed(FLAGS.seed)

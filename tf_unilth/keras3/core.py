@@ -295,6 +295,9 @@ def output_layers(model, named=None, exclude=()):
     return tuple(sorted(set(found)))
 
 
+GRADIENT_BACKENDS = ("jax", "tensorflow")  # where `gradients` has an autodiff
+
+
 def gradients(model, batch):
     """{key: dL/dw} of the compiled loss on one (x, y) batch, backend-neutral
     through `stateless_call` and the backend's own autodiff."""

@@ -35,6 +35,25 @@ def make_method(method, method_args=None, epochs=None):
     return methods.get(method).create(**method_args)
 
 
+def check_method(method):
+    """Refuses, before anything is written or trained, what the Keras 3 path
+    does not do yet (docs/KERAS3.md), rather than at the stage that needs it."""
+    if getattr(method, "lr_schedule", "constant") != "constant" or getattr(
+            method, "weight_decay", 0):
+        raise methods.HyperparameterError(
+            f"{method.name}: lr_schedule other than constant and weight_decay are not on the "
+            "Keras 3 path yet (docs/KERAS3.md); keep lr_schedule='constant' and "
+            "weight_decay=0, or use the tf_keras path.", ["lr_schedule", "weight_decay"])
+    criterion = method.selector().criterion if hasattr(method, "selector") else None
+    backend = keras.backend.backend()
+    if criterion is not None and criterion.needs_gradients \
+            and backend not in core.GRADIENT_BACKENDS:
+        raise methods.HyperparameterError(
+            f"{method.name}: its criterion ({type(criterion).__name__}) needs gradients, which "
+            f"the Keras 3 path takes on {' and '.join(core.GRADIENT_BACKENDS)} only, not "
+            f"{backend}: set KERAS_BACKEND to one of them.", ["criterion"])
+
+
 def find_ticket(model, method, train_data, validation_data=None, target_sparsity=0.9,
                 test_data=None, epochs=None, *, optimizer="adam", learning_rate=None,
                 loss=None, metrics=None, exclude=(), batch_size=128, strategy=None,
@@ -47,6 +66,7 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     core.check_model(model)
     chosen = make_method(method, method_args, epochs)
     chosen.check(target_sparsity)
+    check_method(chosen)
     if chosen.needs_validation and validation_data is None and not hasattr(train_data, "info"):
         raise ValueError(f"{chosen.name} watches val_loss (its plateau trigger): give "
                          "validation data (validation_data=..., or a validation split).")
