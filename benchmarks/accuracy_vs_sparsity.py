@@ -1283,14 +1283,14 @@ def tune():
     learning rate of the best validation accuracy (its best epoch, which the
     dense method keeps) is the grid's. Test accuracy is recorded, never read."""
     curves = {}
+    # --method_flag's dense and all flags (an --optimizer, say) reach the
+    # tuning runs, so the rate is chosen for the optimizer the grid trains with.
+    extra = {k: v for k, v in method_flags().items() if k in ("dense", "all")}
+    (_, dense_flags), = run_specs(["dense"], [], ["0"], extra=extra)
+    dense_flags = [f for f in dense_flags if not f.startswith("--learning_rate=")]
     for lr in FLAGS.tune_lrs:
         name = f"tune_lr{lr}"
-        # --method_flag's dense and all flags (an --optimizer, say) reach the
-        # tuning runs, so the rate is chosen for the optimizer the grid trains with.
-        extra = {k: v for k, v in method_flags().items() if k in ("dense", "all")}
-        specs = [f for n, f in run_specs(["dense"], [], ["0"], extra=extra)]
-        flags_lr = [f for f in specs[0] if not f.startswith("--learning_rate=")]
-        flags_lr.append(f"--learning_rate={float(lr)}")
+        flags_lr = dense_flags + [f"--learning_rate={float(lr)}"]
         print(name, *run_one(name, flags_lr)[1:], flush=True)
         with open(os.path.join(work_dir(), name, "results.json")) as f:
             curves[lr] = json.load(f)["final"]["val_accuracy"]
