@@ -4,8 +4,9 @@ run for CI, small and short).
 
 Measures, writing one JSON (`--out`):
   1. per training step, dense vs pruned (masked layers at 90% sparsity), after
-     compilation: LeNet-300-100 at batch 60 and 1,024, and Conv-2 on random
-     32x32x3 data at batch 60;
+     compilation: LeNet-300-100 at batch 60 and 1,024 (and at batch 60 with one
+     step per execution, the dispatch-bound case), and Conv-2 on random 32x32x3
+     data at batch 60; median of `--repeats` interleaved repeats;
   2. one paper-protocol LTH level on LeNet-300-100 (Frankle & Carbin: Adam
      1.2e-3, batch 60, 24K iterations a level, 20% pruning): `find_ticket`
      with method lth, rounds=1 (the dense level 0 and one pruned level),
@@ -130,6 +131,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small and short (CPU smoke)")
     parser.add_argument("--iterations", type=int, default=24000, help="LTH level length")
     parser.add_argument("--skip_level", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repeats of each per-step configuration (median kept)")
     args = parser.parse_args(argv)
     if args.make_mnist:
         make_mnist(args.make_mnist)
@@ -154,24 +157,38 @@ def main(argv=None):
     epochs = 2 if args.quick else 4
     spe = 100
 
-    # 1. per step, dense vs pruned
-    steps = {}
+    # 1. per step, dense vs pruned: a discarded warm-up fit first (device clocks,
+    # allocator), then `--repeats` rounds with the configurations interleaved, so a
+    # drift of the machine falls on every configuration alike; the median is reported.
     lenet = lambda: k3models.lenet300_100(seed=0)  # noqa: E731
-    for batch in (60, 1024):
-        for pruned in (False, True):
-            name = f"lenet300_100_b{batch}_{'pruned90' if pruned else 'dense'}"
-            steps[name] = step_time(lenet, *train, batch, pruned, epochs, spe)
-            print(name, steps[name], flush=True)
     rng = np.random.default_rng(0)
     n_conv = 240 if args.quick else 12000
     xc = rng.random((n_conv, 32, 32, 3), dtype=np.float32)
     yc = rng.integers(0, 10, n_conv).astype("int32")
     conv = lambda: k3models.conv2((32, 32, 3), 10, seed=0)  # noqa: E731
+    configs = {}
+    for batch in (60, 1024):
+        for pruned in (False, True):
+            configs[f"lenet300_100_b{batch}_{'pruned90' if pruned else 'dense'}"] = (
+                lenet, train[0], train[1], batch, pruned, spe)
     for pruned in (False, True):
-        name = f"conv2_b60_{'pruned90' if pruned else 'dense'}"
-        steps[name] = step_time(conv, xc, yc, 60, pruned, epochs, spe)
-        print(name, steps[name], flush=True)
-    for prefix in ("lenet300_100_b60", "lenet300_100_b1024", "conv2_b60"):
+        configs[f"lenet300_100_b60_spe1_{'pruned90' if pruned else 'dense'}"] = (
+            lenet, train[0], train[1], 60, pruned, 1)
+        configs[f"conv2_b60_{'pruned90' if pruned else 'dense'}"] = (conv, xc, yc, 60, pruned, spe)
+    step_time(lenet, train[0][:6000], train[1][:6000], 60, False, 2, spe)  # warm-up, discarded
+    runs = {name: [] for name in configs}
+    for repeat in range(args.repeats):
+        for name, (build, x, y, batch, pruned, spe_) in configs.items():
+            runs[name].append(step_time(build, x, y, batch, pruned, epochs, spe_))
+            print(f"repeat {repeat}", name, runs[name][-1], flush=True)
+    steps = {}
+    for name, outs in runs.items():
+        per_step = [o["ms_per_step"] for o in outs]
+        steps[name] = dict(outs[int(np.argsort(per_step)[len(per_step) // 2])],
+                           ms_per_step=round(float(np.median(per_step)), 5),
+                           ms_per_step_repeats=per_step, repeats=len(per_step))
+    for prefix in ("lenet300_100_b60", "lenet300_100_b1024", "lenet300_100_b60_spe1",
+                   "conv2_b60"):
         steps[f"{prefix}_pruned_over_dense"] = round(
             steps[f"{prefix}_pruned90"]["ms_per_step"] / steps[f"{prefix}_dense"]["ms_per_step"],
             3)
