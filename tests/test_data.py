@@ -331,6 +331,28 @@ def test_real_mnist_limits(mnist_data_dir):
     assert splits.steps_per_epoch() == 10
 
 
+def test_a_prepared_dataset_is_decoded_once_a_process_and_mocks_never_stay(mnist_data_dir,
+                                                                           monkeypatch):
+    first = data.load("mnist", data_dir=mnist_data_dir, download=False, train_limit=100)
+    start = time.perf_counter()
+    again = data.load("mnist", data_dir=mnist_data_dir, download=False, train_limit=100)
+    assert time.perf_counter() - start < 1.0  # decoding it takes ~5 s
+    assert np.array_equal(_collect(first.train)[0], _collect(again.train)[0])
+    # The shared arrays cannot be changed; load_arrays hands out copies.
+    (x, _), _, _ = data.load_arrays("mnist", data_dir=mnist_data_dir, download=False)
+    x[0] = 255
+    (x2, _), _, _ = data.load_arrays("mnist", data_dir=mnist_data_dir, download=False)
+    assert x2.flags.writeable and not np.all(x2[0] == 255)
+    # Mock data (same name) is read afresh and not remembered (the network
+    # probe stubbed as in mock_cifar10: mock_data's builder is never prepared).
+    monkeypatch.setattr(data, "_network_available", lambda *a, **k: True)
+    with tfds.testing.mock_data(num_examples=20):
+        (xm, _), _, _ = data.load_arrays("mnist", data_dir=mnist_data_dir)
+    assert len(xm) == 20
+    (x3, _), _, _ = data.load_arrays("mnist", data_dir=mnist_data_dir, download=False)
+    assert len(x3) == 60000
+
+
 def test_the_tests_find_mnist_where_tfds_puts_it_by_default(tmp_path, mnist_data_dir):
     # A user who ran the README's main job has MNIST in ~/tensorflow_datasets,
     # with no TFDS_DATA_DIR: the tests must not skip then. A fresh process,

@@ -354,3 +354,11 @@ def mirrored_strategy_with_key_offset(devices, offset):
         return cls(devices)
     finally:
         cls._collective_key_base = base  # pylint: disable=protected-access
+
+
+def tfds_reads_prepared_files(tfds):
+    """False while `tfds.testing.mock_data` stands in for TFDS' readers (it
+    patches `DatasetBuilder.as_dataset`): what is read then is made up, and
+    must not be remembered as the prepared dataset."""
+    return tfds.core.DatasetBuilder.as_dataset.__module__.startswith("tensorflow_datasets.core")
+
