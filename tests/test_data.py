@@ -353,6 +353,38 @@ def test_a_prepared_dataset_is_decoded_once_a_process_and_mocks_never_stay(mnist
     assert len(x3) == 60000
 
 
+def test_the_decoded_copy_on_disk_is_read_instead_of_tfds_and_a_damaged_one_is_redone(
+        mnist_data_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TF_UNILTH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_DECODED", {})  # as in a fresh process
+    (x, y), (xt, yt), _ = data.load_arrays("mnist", data_dir=mnist_data_dir, download=False)
+    [copy] = list((tmp_path / "cache").iterdir())
+    assert copy.name.startswith("mnist-3.0.1-") and copy.suffix == ".npz"
+
+    def no_tfds(*args):
+        raise AssertionError("read from TFDS although a decoded copy exists")
+    monkeypatch.setattr(data, "_DECODED", {})
+    monkeypatch.setattr(data, "_read_split", no_tfds)
+    (x2, y2), (xt2, yt2), _ = data.load_arrays("mnist", data_dir=mnist_data_dir,
+                                               download=False)
+    assert np.array_equal(x, x2) and np.array_equal(yt, yt2) and y2.dtype == np.int64
+    # A damaged copy is said, read from TFDS again and rewritten.
+    copy.write_bytes(b"not an npz")
+    monkeypatch.undo()
+    monkeypatch.setenv("TF_UNILTH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_DECODED", {})
+    (x3, _), _, _ = data.load_arrays("mnist", data_dir=mnist_data_dir, download=False)
+    assert np.array_equal(x, x3) and "cannot be read" in caplog.text
+    with np.load(copy) as f:
+        assert np.array_equal(f["x_train"], x)
+    # TF_UNILTH_CACHE_DIR='' keeps no copy.
+    monkeypatch.setenv("TF_UNILTH_CACHE_DIR", "")
+    monkeypatch.setattr(data, "_DECODED", {})
+    copy.unlink()
+    data.load_arrays("mnist", data_dir=mnist_data_dir, download=False)
+    assert not copy.exists()
+
+
 def test_the_tests_find_mnist_where_tfds_puts_it_by_default(tmp_path, mnist_data_dir):
     # A user who ran the README's main job has MNIST in ~/tensorflow_datasets,
     # with no TFDS_DATA_DIR: the tests must not skip then. A fresh process,

@@ -11,13 +11,21 @@ variable, else TFDS's default (`~/tensorflow_datasets`). TFDS itself reads
 `TFDS_DATA_DIR` only once, when `tensorflow_datasets` is imported, so we re-read
 it at call time; a variable set later (e.g. by a command-line tool) still counts.
 
-A prepared dataset is decoded once per process: reading MNIST's 70,000 records
-through TFDS takes about 5 s here (per-record parsing in tf.data), and a
-process that loads it again (a script of several searches, a test session)
-gets the decoded arrays back (read-only; `load_arrays` returns copies).
+A prepared dataset is decoded once: reading MNIST's 70,000 records through TFDS
+takes about 5 s here (per-record parsing in tf.data), so the decoded arrays are
+kept for the process (read-only; `load_arrays` returns copies) and on disk, as
+an uncompressed .npz under `$TF_UNILTH_CACHE_DIR` (default
+`~/.cache/tf_unilth`; empty: no disk copy), named by the dataset, its version
+and a digest of its TFDS files' paths, sizes and modification times, so a
+re-prepared dataset is read afresh. Loading the copy takes a tenth of a second.
+TFDS keeps no decoded copy itself (its `cache()` is per pipeline, in memory or
+in a file of its own format per run), hence this one.
 """
 
 import dataclasses
+import glob
+import hashlib
+import logging
 import os
 import socket
 import threading
@@ -161,15 +169,70 @@ def _decoded(name, data_dir, download):
     with _DECODED_LOCK:
         if key in _DECODED:
             return _DECODED[key]
-    train = _read_split(builder, "train")
-    test = _read_split(builder, "test")
-    for array in (*train, *test):
+    real = tfds_reads_prepared_files(_tfds())
+    path = _disk_copy_path(builder) if real else None
+    arrays = _read_disk_copy(path)
+    if arrays is None:
+        train, test = _read_split(builder, "train"), _read_split(builder, "test")
+        arrays = (*train, *test)
+        _write_disk_copy(path, arrays)
+    for array in arrays:
         array.flags.writeable = False  # shared by every later load in this process
-    decoded = train, test, int(builder.info.features["label"].num_classes)
-    if tfds_reads_prepared_files(_tfds()):
+    decoded = (arrays[0], arrays[1]), (arrays[2], arrays[3]), int(
+        builder.info.features["label"].num_classes)
+    if real:
         with _DECODED_LOCK:
             _DECODED[key] = decoded
     return decoded
+
+
+_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _disk_copy_path(builder):
+    """Where the decoded copy of `builder`'s prepared files lives (module
+    doc), or None when disk copies are off or the files are not local."""
+    root = os.environ.get("TF_UNILTH_CACHE_DIR",
+                          os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache",
+                                       "tf_unilth"))
+    data_dir = os.fspath(builder.data_dir)
+    if not root or not os.path.isdir(data_dir):
+        return None
+    digest = hashlib.sha256(os.path.abspath(data_dir).encode())
+    for file in sorted(glob.glob(os.path.join(data_dir, "*"))):
+        stat = os.stat(file)
+        digest.update(f"{os.path.basename(file)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return os.path.join(os.path.expanduser(root),
+                        f"{builder.name}-{builder.version}-{digest.hexdigest()[:16]}.npz")
+
+
+def _read_disk_copy(path):
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as f:
+            return tuple(f[k] for k in _SPLIT_KEYS)
+    except Exception as e:  # a damaged copy: read the dataset again (and rewrite it)
+        logging.warning("tf_unilth: the decoded copy %s cannot be read (%s: %s); reading the "
+                        "dataset from its TFDS files again.", path, type(e).__name__, e)
+        return None
+
+
+def _write_disk_copy(path, arrays):
+    if path is None:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, **dict(zip(_SPLIT_KEYS, arrays)))
+        os.replace(tmp, path)  # whole or absent, for a reader in another process
+    except OSError as e:
+        logging.warning("tf_unilth: no decoded copy of the dataset written to %s (%s); set "
+                        "TF_UNILTH_CACHE_DIR to a writable folder, or to '' to skip it.",
+                        path, e)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ----------------------------------------------------------------- TFDS access
