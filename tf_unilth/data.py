@@ -17,7 +17,7 @@ kept for the process (read-only; `load_arrays` returns copies) and on disk, as
 an uncompressed .npz under `$TF_UNILTH_CACHE_DIR` (default
 `~/.cache/tf_unilth`; empty: no disk copy), named by the dataset, its version
 and a digest of its TFDS files' paths, sizes and modification times, so a
-re-prepared dataset is read afresh. Loading the copy takes a tenth of a second.
+re-prepared dataset is read afresh. Loading the copy takes about 0.15 s.
 TFDS keeps no decoded copy itself (its `cache()` is per pipeline, in memory or
 in a file of its own format per run), hence this one.
 """
