@@ -6,7 +6,7 @@ import pytest
 import tf_unilth
 from tf_unilth._compat import keras, tf
 from tf_unilth import callbacks, masks, wrapper
-from tf_unilth.engine.execution import AUTO_STEPS_PER_EXECUTION, Execution
+from tf_unilth.engine.execution import AUTO_STEPS_PER_EXECUTION, AUTO_XLA_MIN_STEPS, Execution
 
 from helpers import Recorder, StartSchedulesAt, compile_model, toy_data, toy_model
 
@@ -103,6 +103,14 @@ def test_auto_settings_and_their_reasons(tmp_path):
         off = auto.for_model(model)
         assert not off.jit_compile and "convolutions" in off.describe()
     assert Execution.resolve(jit_compile=True, strategy=one).for_model(conv).jit_compile
+    # A search planned too short to repay the compilation runs without XLA
+    # (said), unless XLA is asked for; from AUTO_XLA_MIN_STEPS on it compiles.
+    short = Execution.resolve(strategy=one, steps_per_epoch=50,
+                              planned_steps=AUTO_XLA_MIN_STEPS - 1)
+    assert not short.for_model(dense).jit_compile and "too few" in short.describe()
+    assert Execution.resolve(strategy=one, steps_per_epoch=50,
+                             planned_steps=AUTO_XLA_MIN_STEPS).for_model(dense).jit_compile
+    assert Execution.resolve(jit_compile=True, strategy=one, planned_steps=10).jit_compile
     for bad in (0, 2.5, "many", True):
         with pytest.raises(ValueError, match="steps_per_execution must be 'auto' or an int"):
             Execution.resolve(bad)
@@ -131,7 +139,10 @@ def test_a_search_has_no_per_batch_hook_and_evaluates_nothing_twice(monkeypatch)
         toy_model(), "lth", (x[:160], y[:160]), (x[160:200], y[160:200]),
         test_data=(x[200:], y[200:]), target_sparsity=0.5, epochs_per_round=2, prune_rate=0.5,
         rewind_step=3, batch_size=16, verbose=0, printer=said.append)
-    assert any("Execution: 10 step(s) per call, XLA on" in s for s in said)
+    # 3 trainings (round 0 and 2 pruned rounds) x 2 epochs x 10 steps: too
+    # short for XLA, which `auto` says.
+    assert any("Execution: 10 step(s) per call, XLA off (jit_compile=False: 60 planned steps "
+               "are too few" in s for s in said), said
     # Round 0 takes theta_k (a batch hook until step 3); no other fit has one.
     fits = [h for h in hooks[1:] if h is not None]
     assert hooks[0] is True and fits and not any(fits[1:]), hooks

@@ -120,9 +120,10 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
     search_lib.check_data(data, model, default_loss=loss is None)
     # The method's plan (budget, reachable target) is checked before anything
     # is trained or written.
-    chosen.plan(masks.plain_mask(model, exclude), target_sparsity, data.steps_per_epoch,
-                masks.output_layers(model, getattr(chosen, "output_layer", None),
-                                    exclude=exclude))
+    planned = chosen.plan(masks.plain_mask(model, exclude), target_sparsity,
+                          data.steps_per_epoch,
+                          masks.output_layers(model, getattr(chosen, "output_layer", None),
+                                              exclude=exclude))
     if pruning_plan.kept:
         printer(prunable.describe_kept(pruning_plan.kept))
     if before_training is not None:
@@ -131,7 +132,8 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
         data, optimizer=optimizer, learning_rate=learning_rate, loss=loss, metrics=metrics,
         strategy=strategy, exclude=exclude, verbose=verbose, log_dir=log_dir, printer=printer,
         callbacks=callbacks, state_dir=state_dir, steps_per_execution=steps_per_execution,
-        jit_compile=jit_compile, strict=strict)
+        jit_compile=jit_compile, strict=strict,
+        planned_steps=planned["epochs"] * data.steps_per_epoch if planned.get("epochs") else None)
     try:
         trained = chosen.run(search, model, target_sparsity)
         kept = [{"layer": path, "class": cls, "weights": n} for path, cls, n in pruning_plan.kept]

@@ -176,7 +176,7 @@ class Search:
     def __init__(self, data, *, optimizer="adam", learning_rate=None, loss=None, metrics=None,
                  strategy=None, exclude=(), verbose=1, log_dir=None, printer=print,
                  callbacks=(), state_dir=None, steps_per_execution="auto", jit_compile="auto",
-                 strict=False):
+                 strict=False, planned_steps=None):
         # Data made by tf_unilth.data trains in an order that is a function of
         # (seed, epoch): a resumed search sees the orders of an uninterrupted one.
         data = dataclasses.replace(data, train=data_lib.with_epoch_order(data.train))
@@ -201,7 +201,8 @@ class Search:
                 data, self.journal, self.log, optimizer=optimizer, learning_rate=learning_rate,
                 loss=loss, metrics=metrics, strategy=self.strategy, verbose=verbose,
                 log_dir=log_dir, printer=printer, callbacks=callbacks,
-                steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+                steps_per_execution=steps_per_execution, jit_compile=jit_compile,
+                planned_steps=planned_steps)
         except BaseException:
             self.journal.cleanup()
             raise

@@ -95,7 +95,8 @@ def define_flags():
             "function: an int, or auto (the fast setting where it is exact; the run's first "
             "lines say which).")
     _define("enum", "jit_compile", "auto", "Compile the training step with XLA: true, false, "
-            "or auto (on one device).", ["auto", "true", "false"])
+            "or auto (on one device, for a dense model or on a GPU, and a search planned for "
+            "3,000 steps or more; the run's first lines say which).", ["auto", "true", "false"])
     _define("boolean", "deterministic", False, "Seed Python, numpy and TensorFlow with --seed "
             "and use deterministic TensorFlow ops: the same command gives the same numbers "
             "in another process.")

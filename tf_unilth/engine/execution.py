@@ -20,7 +20,11 @@ default and pick the fast setting where it is exact:
   compile inside the replicated step. It also stays off for a model with
   convolutions when no GPU is visible: XLA's CPU convolutions are slower than
   TensorFlow's own (oneDNN) kernels; Conv-2 on MNIST trained 2.5x slower with
-  it on this project's 2-core CPU (benchmarks/README.md, "Search speed").
+  it on this project's 2-core CPU (benchmarks/README.md, "Search speed"). And
+  it stays off for a search planned shorter than AUTO_XLA_MIN_STEPS steps:
+  compiling costs a few seconds (about 4 s for LeNet-300-100's first fit on
+  the 2-core CPU), what it saves is about 1.5 ms a step there, so a short
+  search (a smoke run, a test) is faster without it.
 """
 
 import dataclasses
@@ -35,6 +39,9 @@ AUTO = "auto"
 # LeNet-300-100 step (benchmarks/search_speed.py); an epoch shorter than this
 # runs as one call.
 AUTO_STEPS_PER_EXECUTION = 100
+# The shortest planned search `auto` compiles with XLA (module doc): ~4 s of
+# compilation over ~1.5 ms saved a step breaks even near 2,700 steps.
+AUTO_XLA_MIN_STEPS = 3000
 
 
 # The public Keras convolution layers (Conv2DTranspose and the like subclass these).
@@ -62,8 +69,9 @@ class Execution:
 
     @classmethod
     def resolve(cls, steps_per_execution=AUTO, jit_compile=AUTO, *, strategy=None,
-                steps_per_epoch=None, callbacks=()):
-        """Resolves `auto` settings (see the module doc); checks explicit ones."""
+                steps_per_epoch=None, callbacks=(), planned_steps=None):
+        """Resolves `auto` settings (see the module doc); checks explicit ones.
+        `planned_steps`: the search's planned training steps (None: unknown)."""
         strategy = strategy or tf.distribute.get_strategy()
         reasons = []
         if steps_per_execution == AUTO:
@@ -84,11 +92,16 @@ class Execution:
             distributed = strategy.num_replicas_in_sync > 1 or \
                 type(strategy).__name__ not in ("_DefaultDistributionStrategy",
                                                 "OneDeviceStrategy")
-            jit = not distributed
+            short = planned_steps is not None and planned_steps < AUTO_XLA_MIN_STEPS
+            jit = not distributed and not short
             if distributed:
                 reasons.append(f"jit_compile=False: under {type(strategy).__name__} the "
                                "pruning wrapper's cross-replica mask update cannot be "
                                "compiled by XLA")
+            elif short:
+                reasons.append(f"jit_compile=False: {planned_steps} planned steps are too few "
+                               f"to repay XLA's compilation (it pays from "
+                               f"{AUTO_XLA_MIN_STEPS})")
             elif not accelerator_visible():
                 # Said up front as a rule (no model is known yet); for_model
                 # applies it to each compiled model.

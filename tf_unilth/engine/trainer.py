@@ -74,7 +74,8 @@ class Trainer:
 
     def __init__(self, data, journal, log, *, optimizer="adam", learning_rate=None,
                  loss=None, metrics=None, strategy=None, verbose=1, log_dir=None,
-                 printer=print, callbacks=(), steps_per_execution=AUTO, jit_compile=AUTO):
+                 printer=print, callbacks=(), steps_per_execution=AUTO, jit_compile=AUTO,
+                 planned_steps=None):
         self.data, self.journal, self.log = data, journal, log
         self.optimizer, self.learning_rate = optimizer, learning_rate
         self.loss, self.metrics = loss, metrics
@@ -88,7 +89,8 @@ class Trainer:
         fresh_optimizer(optimizer, learning_rate)  # fail early on a bad name
         self.execution = Execution.resolve(
             steps_per_execution, jit_compile, strategy=strategy,
-            steps_per_epoch=data.steps_per_epoch, callbacks=self.extra_callbacks)
+            steps_per_epoch=data.steps_per_epoch, callbacks=self.extra_callbacks,
+            planned_steps=planned_steps)
         self._fits = 0
         self._saver = None
         self.in_fit = False
