@@ -232,3 +232,24 @@ def test_the_command_line_runs_a_method_on_keras3(tmp_path):
     assert {"method", "rounds", "total", "final", "flags", "hyperparameters"} <= set(summary)
     ticket = keras.saving.load_model(out / "ticket.keras")
     assert core.zeros_mask(ticket).sparsity == pytest.approx(0.9, abs=0.01)
+
+
+def test_the_gpu_benchmark_smoke_runs_on_cpu(tmp_path):
+    # benchmarks/gpu_speed.py's --quick: every measurement it makes on the
+    # GPU, small, on whatever device JAX finds here (the CPU).
+    pytest.importorskip("jax")
+    from helpers import load_benchmark  # pylint: disable=import-outside-toplevel
+    out = tmp_path / "gpu_speed.json"
+    assert load_benchmark("gpu_speed").main(["--quick", "--repeats", "1", "--out",
+                                              str(out)]) == 0
+    import json  # pylint: disable=import-outside-toplevel
+    result = json.loads(out.read_text())
+    steps = result["per_step"]
+    for prefix in ("lenet300_100_b60", "conv2_b60"):
+        pruned = steps[f"{prefix}_pruned90"]
+        assert pruned["removed_weights_nonzero"] == 0 and abs(pruned["sparsity"] - 0.9) < 0.01
+        assert steps[f"{prefix}_pruned_over_dense"] > 0
+    level = result["lth_level"]
+    assert [r["round"] for r in level["rounds"]] == [0, 1]
+    assert abs(level["rounds"][1]["sparsity"] - 0.2) < 0.01
+    assert level["level0_dense_s"] > 0 and level["end_to_end_s"] >= level["level1_pruned_s"]
