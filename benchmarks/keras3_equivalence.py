@@ -253,6 +253,8 @@ def aggregate(args):
                                   "compared": len(rows)}
     with open(args.output, "w") as f:
         json.dump(report, f, indent=1)
+    if report["paths"]:
+        plot(report, args.output[:-len(".json")] + ".png")
     for label, path in report["paths"].items():
         print(f"{label} ({path['device']}): {path['within_noise']}/{path['compared']} within "
               "noise")
@@ -262,6 +264,38 @@ def aggregate(args):
                   f"(bound {r['noise_bound_points']:.2f}, seeds {len(r['seeds'])})"
                   f"{'' if r['within_noise'] else '  OUTSIDE NOISE'}")
     print("wrote", args.output)
+
+
+def plot(report, path):
+    """Paired Keras 3 - tf_keras differences per seed, with the noise bound."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    labels = sorted({(r["method"], r["sparsity"]) for p in report["paths"].values()
+                     for r in p["rows"]})
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for offset, (label, p) in zip((-0.15, 0.15), report["paths"].items()):
+        rows = {(r["method"], r["sparsity"]): r for r in p["rows"]}
+        for i, key in enumerate(labels):
+            if key not in rows:
+                continue
+            r = rows[key]
+            ax.scatter([i + offset] * len(r["diff_per_seed_points"]), r["diff_per_seed_points"],
+                       s=12, color="C0" if label == "tensorflow" else "C1",
+                       label=f"{label} backend, per seed" if i == 0 else None)
+            ax.errorbar(i + offset, r["diff_mean_points"], yerr=r["noise_bound_points"],
+                        fmt="_", color="k", capsize=3)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([f"{m}\n{s:g}" for m, s in labels], fontsize=8)
+    ax.set_ylabel("Keras 3 - tf_keras test accuracy (points)")
+    ax.set_title("LeNet-300-100 / MNIST: Keras 3 against tf_keras, paired by seed "
+                 "(bar: mean, +- noise bound)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print("wrote", path)
 
 
 def main(argv=None):
