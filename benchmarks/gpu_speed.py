@@ -61,12 +61,18 @@ def load_mnist(path, quick):
         source = "random"
     if quick:
         xtr, ytr, xte, yte = xtr[:1200], ytr[:1200], xte[:300], yte[:300]
-    n_val = len(xtr) // 12  # 5,000 of 60,000, as the tf_keras path's MNIST split
-    perm = np.random.default_rng(0).permutation(len(xtr))
-    val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return (*split(xtr, ytr, xte, yte, seed=0, validation_size=len(xtr) // 12), source)
+
+
+def split(xtr, ytr, xte, yte, seed, validation_size):
+    """(train, validation, test) float pairs, the validation part held out as
+    tf_unilth.data.load holds it out (a permutation seeded with `seed`; 5,000
+    of MNIST's 60,000)."""
+    perm = np.random.default_rng(seed).permutation(len(xtr))
+    val, train = np.sort(perm[:validation_size]), np.sort(perm[validation_size:])
     f = lambda x: (x.astype("float32") / 255.0).reshape(len(x), 28, 28, 1)  # noqa: E731
     return ((f(xtr[train]), ytr[train].astype("int32")), (f(xtr[val]), ytr[val].astype("int32")),
-            (f(xte), yte.astype("int32")), source)
+            (f(xte), yte.astype("int32")))
 
 
 class _Timer:

@@ -66,13 +66,11 @@ def run_names(methods=METHODS, sparsities=SPARSITIES, seeds=SEEDS):
 
 def load_mnist(path, seed, validation_size=5000):
     """MNIST from the .npz, split as tf_unilth.data.load splits it."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gpu_speed  # pylint: disable=import-outside-toplevel
     with np.load(path) as f:
-        xtr, ytr, xte, yte = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
-    perm = np.random.default_rng(seed).permutation(len(xtr))
-    val, train = np.sort(perm[:validation_size]), np.sort(perm[validation_size:])
-    f = lambda x: (x.astype("float32") / 255.0).reshape(len(x), 28, 28, 1)  # noqa: E731
-    return ((f(xtr[train]), ytr[train].astype("int32")),
-            (f(xtr[val]), ytr[val].astype("int32")), (f(xte), yte.astype("int32")))
+        return gpu_speed.split(f["x_train"], f["y_train"], f["x_test"], f["y_test"], seed,
+                               validation_size)
 
 
 def run_one(name, flags, mnist, train_limit=None):
