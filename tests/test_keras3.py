@@ -253,3 +253,36 @@ def test_the_gpu_benchmark_smoke_runs_on_cpu(tmp_path):
     assert [r["round"] for r in level["rounds"]] == [0, 1]
     assert abs(level["rounds"][1]["sparsity"] - 0.2) < 0.01
     assert level["level0_dense_s"] > 0 and level["end_to_end_s"] >= level["level1_pruned_s"]
+
+
+NO_TENSORFLOW = '''
+import importlib.abc, os, sys
+class NoTensorFlow(importlib.abc.MetaPathFinder):  # as on a machine without it
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NoTensorFlow())
+os.environ["KERAS_BACKEND"] = "jax"
+import numpy as np, keras, tf_unilth
+rng = np.random.default_rng(0)
+x = rng.normal(size=(96, 8)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
+inp = keras.Input((8,)); out = keras.layers.Dense(2)(keras.layers.Dense(16)(inp))
+result = tf_unilth.find_ticket(keras.Model(inp, out), "random", (x, y), (x[:32], y[:32]),
+                               target_sparsity=0.5, epochs=1, batch_size=32, verbose=0,
+                               printer=lambda *_: None)
+print("sparsity", round(result.sparsity, 3))
+'''
+
+
+def test_find_ticket_on_keras3_needs_no_tensorflow():
+    """The GPU machine has JAX and no TensorFlow: `tf_unilth.find_ticket` on a
+    Keras 3 model must not import it (it once did, through the tfmot finder)."""
+    pytest.importorskip("jax")
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW], capture_output=True, text=True,
+                          timeout=120, cwd=root,
+                          env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sparsity 0.5" in done.stdout

@@ -30,7 +30,7 @@ _API = {
     "RegularizerGrowth": ("callbacks", "RegularizerGrowth"),
     "Rewind": ("callbacks", "Rewind"), "UpdatePruningStep": ("callbacks", "UpdatePruningStep"),
     "to_tflite": ("export", "to_tflite"),
-    "TicketResult": ("finder", "TicketResult"), "find_ticket": ("finder", "find_ticket"),
+    "TicketResult": ("finder", "TicketResult"), "find_ticket": ("kits", "find_ticket"),
     "ticket_sparsity": ("finder", "ticket_sparsity"),
     "Method": ("methods", "Method"), "hparam": ("methods", "hparam"),
     "register_method": ("methods", "register_method"),

@@ -35,6 +35,8 @@ def named(name):
 
 def find_ticket(model, method, *args, **kwargs):
     """`tf_unilth.find_ticket`: the Keras 3 search for a Keras 3 model, the
-    tfmot search otherwise (same arguments, same TicketResult)."""
+    tfmot search otherwise (same arguments, same TicketResult; the arguments
+    are documented on `tf_unilth.finder.find_ticket`). Dispatching here
+    imports neither: a Keras 3 user on JAX or PyTorch needs no TensorFlow."""
     module = "tf_unilth.keras3.finder" if is_keras3(model) else "tf_unilth.finder"
     return importlib.import_module(module).find_ticket(model, method, *args, **kwargs)
