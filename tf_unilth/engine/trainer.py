@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from tf_unilth._compat import TfmotPruneLowMagnitude, check_model, keras
+from tf_unilth._compat import TfmotPruneLowMagnitude, build_optimizer, check_model, keras
 from tf_unilth import data as data_lib
 from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
@@ -103,19 +103,26 @@ class Trainer:
         without penalties: what tells a divergence from a growing penalty)."""
         check_model(model)
         with self.strategy.scope():  # metrics are variables: made in the model's scope
-            loss, data_loss = self.loss, None
+            loss, data_loss, accuracy = self.loss, None, "accuracy"
             if loss is None:
                 from_logits = not outputs_probabilities(model)
                 loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
                 data_loss = keras.metrics.SparseCategoricalCrossentropy(
                     from_logits=from_logits, name="data_loss")
+                # What "accuracy" resolves to under a sparse loss, made now: a
+                # metric Keras builds from a name creates its variables inside
+                # the first train step, and a tf.function that created
+                # variables is traced twice (about 1 s a compile on CPU).
+                accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
             elif for_training:
                 data_loss = keras.metrics.MeanMetricWrapper(loss, name="data_loss")
-            metrics = list(self.metrics) if self.metrics else ["accuracy"]
+            metrics = list(self.metrics) if self.metrics else [accuracy]
             if for_training:
                 metrics.append(data_loss)
             model.compile(fresh_optimizer(self.optimizer, learning_rate or self.learning_rate),
                           loss, metrics=metrics, **self._execution_for(model).compile_kwargs())
+            if for_training:  # its slots made now, not in the first (then twice) trace
+                build_optimizer(model.optimizer, model.trainable_variables)
         return model
 
     def _execution_for(self, model):
