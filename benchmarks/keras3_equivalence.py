@@ -247,8 +247,17 @@ def aggregate(args):
         rows, pooled = compare(reference, _points_keras3(runs))
         report["pooled_seed_sd_points"] = round(100 * pooled, 3)
         report["paths"][label] = {"device": device, "runs": len(runs), "rows": rows,
+                                  "command": report["command"],
                                   "within_noise": sum(r["within_noise"] for r in rows),
                                   "compared": len(rows)}
+    if os.path.exists(args.output):  # a path not given this time keeps its committed rows
+        before = json.load(open(args.output))
+        kept = before.get("paths", {})
+        for path in kept.values():
+            path.setdefault("command", before.get("command"))
+        report["paths"] = {**{k: v for k, v in kept.items() if k not in report["paths"]},
+                           **report["paths"]}
+        report["pooled_seed_sd_points"] = round(100 * pooled_seed_sd(reference), 3)
     with open(args.output, "w") as f:
         json.dump(report, f, indent=1)
     if report["paths"]:
