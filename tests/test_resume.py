@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -52,6 +53,27 @@ def _search(method, state_dir, callbacks=(), printer=lambda *_: None, **kw):
         printer=printer, state_dir=state_dir, callbacks=callbacks, **kw)
 
 
+_REFERENCES = {}
+
+
+@pytest.fixture
+def reference_of(tmp_path_factory):
+    """The uninterrupted search of (method, kw), run once per test process:
+    several tests compare a resumed run with the same one (deterministic; the
+    resumed run being equal to it is what they check). Its digest is kept,
+    not its models."""
+    def reference(method, kw):
+        key = (method, tuple(sorted(kw.items())))
+        if key not in _REFERENCES:
+            r = _search(method, str(tmp_path_factory.mktemp("reference")), **kw)
+            _REFERENCES[key] = types.SimpleNamespace(
+                rounds=r.rounds, final=r.final, sparsity=r.sparsity, total=r.total,
+                method_info=r.method_info,
+                digest=masks.masks_digest(r.pruned_model or r.model))
+        return _REFERENCES[key]
+    return reference
+
+
 UNILTH = dict(target_sparsity=0.8, epochs=14, rounds=2, round_epochs=2, patience=2)
 LTH = dict(target_sparsity=0.6, epochs_per_round=3, prune_rate=0.4, rewind_step=5)
 
@@ -62,8 +84,8 @@ LTH = dict(target_sparsity=0.6, epochs_per_round=3, prune_rate=0.4, rewind_step=
     ("dense", dict(epochs=5), 3),
 ])
 def test_an_interrupted_search_resumes_and_matches_an_uninterrupted_one(
-        method, kw, crash_after, tmp_path):
-    reference = _search(method, str(tmp_path / "ref"), **kw)
+        method, kw, crash_after, tmp_path, reference_of):
+    reference = reference_of(method, kw)
     state = str(tmp_path / "state")
     with pytest.raises(Interrupted):
         _search(method, state, callbacks=[InterruptAt(crash_after)], **kw)
@@ -84,7 +106,7 @@ def test_an_interrupted_search_resumes_and_matches_an_uninterrupted_one(
     assert _without_time(resumed.rounds) == _without_time(reference.rounds)
     assert resumed.final == reference.final
     assert masks.masks_digest(resumed.pruned_model or resumed.model) == \
-        masks.masks_digest(reference.pruned_model or reference.model)
+        reference.digest
     assert resumed.final["test_accuracy"] > 0.6
 
 
@@ -203,9 +225,9 @@ UNIDLTH = dict(target_sparsity=0.8, epochs=14, rounds=2, round_epochs=2, patienc
     ("lth", LTH, 2),
 ])
 def test_a_kill_right_after_a_round_is_recorded_never_redoes_a_kept_round(
-        method, kw, n, tmp_path, monkeypatch):
+        method, kw, n, tmp_path, monkeypatch, reference_of):
     from tf_unilth import search as search_lib  # pylint: disable=import-outside-toplevel
-    reference = _search(method, str(tmp_path / "ref"), **kw)
+    reference = reference_of(method, kw)
     assert len(reference.rounds) > n, "the crash must come before the last round"
     state = str(tmp_path / "state")
     original = search_lib.Search.record_round
@@ -221,7 +243,7 @@ def test_a_kill_right_after_a_round_is_recorded_never_redoes_a_kept_round(
     assert _without_time(resumed.rounds) == _without_time(reference.rounds)
     assert resumed.final == reference.final
     assert masks.masks_digest(resumed.pruned_model or resumed.model) == \
-        masks.masks_digest(reference.pruned_model or reference.model)
+        reference.digest
 
 
 # -- corrupt or missing state ------------------------------------------------
@@ -256,8 +278,9 @@ def _damage(state, files, how):
 
 
 @pytest.mark.parametrize("damage", ["truncate_data", "empty_index", "truncate_progress"])
-def test_a_damaged_snapshot_falls_back_to_the_one_before_and_says_so(damage, tmp_path):
-    reference = _search("lth", str(tmp_path / "ref"), **LTH)
+def test_a_damaged_snapshot_falls_back_to_the_one_before_and_says_so(damage, tmp_path,
+                                                                     reference_of):
+    reference = reference_of("lth", LTH)
     state = _crashed_lth(tmp_path)
     latest, files = _latest_checkpoint_files(state)
     assert latest["previous"] is not None, "a snapshot before the latest is kept"
@@ -272,13 +295,13 @@ def test_a_damaged_snapshot_falls_back_to_the_one_before_and_says_so(damage, tmp
     # One epoch (at most) trained again; nothing else lost, and the same run.
     assert [r["round"] for r in resumed.rounds] == [r["round"] for r in reference.rounds]
     assert _without_time(resumed.rounds) == _without_time(reference.rounds)
-    assert masks.masks_digest(resumed.pruned_model) == masks.masks_digest(reference.pruned_model)
+    assert masks.masks_digest(resumed.pruned_model) == reference.digest
 
 
 @pytest.mark.parametrize("damage", ["truncate_data", "empty_index"])
 def test_a_damaged_first_snapshot_of_a_fit_trains_that_fit_again_from_its_start(
-        damage, tmp_path):
-    reference = _search("lth", str(tmp_path / "ref"), **LTH)
+        damage, tmp_path, reference_of):
+    reference = reference_of("lth", LTH)
     state = _crashed_lth(tmp_path, crash_after=LTH["epochs_per_round"] + 2)  # fit 2, epoch 2
     latest, files = _latest_checkpoint_files(state)
     assert latest["previous"] is None and latest["snapshot"]["epoch"] == 0
@@ -288,7 +311,7 @@ def test_a_damaged_first_snapshot_of_a_fit_trains_that_fit_again_from_its_start(
     assert "it was the first of fit 2, which is trained again from its start" in "\n".join(said)
     assert _without_time(resumed.rounds) == _without_time(reference.rounds)
     assert resumed.final == reference.final
-    assert masks.masks_digest(resumed.pruned_model) == masks.masks_digest(reference.pruned_model)
+    assert masks.masks_digest(resumed.pruned_model) == reference.digest
 
 
 def test_no_readable_snapshot_is_a_one_line_error_naming_the_file_and_restart(tmp_path):
