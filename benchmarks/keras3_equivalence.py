@@ -237,15 +237,15 @@ def aggregate(args):
               "reference": "tf_keras grid, benchmarks/results/accuracy_vs_sparsity.json",
               "rule": "within_noise: |mean paired difference| <= 2 * sd * sqrt(2 / seeds), sd "
                       "the tf_keras grid's seed-to-seed sd pooled over its rows",
-              "command": " ".join(["keras3_equivalence.py"] + sys.argv[1:]), "paths": {}}
+              "command": " ".join(["keras3_equivalence.py"] + sys.argv[1:]), "paths": {},
+              "pooled_seed_sd_points": round(100 * pooled_seed_sd(reference), 3)}
     for label, runs in (("tensorflow", _cli_runs(args.tensorflow_dir) if args.tensorflow_dir
                          else {}), ("jax", _json_runs(args.jax_dir) if args.jax_dir else {})):
         if not runs:
             continue
         some = next(iter(runs.values()))
         device = some.get("device") or "cpu (this project's 2-core machine)"
-        rows, pooled = compare(reference, _points_keras3(runs))
-        report["pooled_seed_sd_points"] = round(100 * pooled, 3)
+        rows, _ = compare(reference, _points_keras3(runs))
         report["paths"][label] = {"device": device, "runs": len(runs), "rows": rows,
                                   "command": report["command"],
                                   "within_noise": sum(r["within_noise"] for r in rows),
@@ -257,7 +257,6 @@ def aggregate(args):
             path.setdefault("command", before.get("command"))
         report["paths"] = {**{k: v for k, v in kept.items() if k not in report["paths"]},
                            **report["paths"]}
-        report["pooled_seed_sd_points"] = round(100 * pooled_seed_sd(reference), 3)
     with open(args.output, "w") as f:
         json.dump(report, f, indent=1)
     if report["paths"]:
