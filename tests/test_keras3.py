@@ -212,6 +212,13 @@ def test_the_command_line_runs_a_method_on_keras3(tmp_path):
     from tf_unilth.cli import find_ticket as cli  # pylint: disable=import-outside-toplevel
     from absl import flags  # pylint: disable=import-outside-toplevel
     out = tmp_path / "run"
+    # The command's flags are process-global, and a benchmark module this
+    # worker imported earlier may hold some of the same names (--dataset,
+    # --data_dir, ...): set those aside while the command runs.
+    aside = {name: flags.FLAGS[name] for name in list(flags.FLAGS)
+             if not (flags.FLAGS.find_module_defining_flag(name) or "absl").startswith("absl")}
+    for name in aside:
+        delattr(flags.FLAGS, name)
     before = set(flags.FLAGS)
     try:
         with pytest.raises(SystemExit) as done:
@@ -219,12 +226,13 @@ def test_the_command_line_runs_a_method_on_keras3(tmp_path):
                      "--epochs=1", "--train_limit=600", "--validation_size=120",
                      "--test_limit=120", f"--output_dir={out}", "--verbose=0"])
     finally:
-        # The command's flags are process-global: take them back so that a
-        # benchmark module this worker imports later may define its own
-        # (--data_dir, --dataset, ...) without a DuplicateFlagError.
+        # Taken back, so that a benchmark module this worker imports later
+        # may define its own without a DuplicateFlagError; those set aside return.
         for name in set(flags.FLAGS) - before:
             delattr(flags.FLAGS, name)
         cli.RUN_FLAGS.clear()
+        for name, flag in aside.items():
+            flags.FLAGS[name] = flag
     assert done.value.code in (0, None)
     summary = json.loads((out / "results.json").read_text())
     assert summary["distribution"]["backend"] == keras.backend.backend()
