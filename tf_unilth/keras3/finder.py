@@ -81,6 +81,8 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
                                           and learning_rate > 0):
         raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r} (flag "
                          "--learning_rate).")
+    if distribution is not None:
+        model = laid_out(model, distribution, printer)
     data = search_lib.Data.make(train_data, validation_data, test_data, batch_size=batch_size,
                                 model=model)
     if chosen.needs_validation and data.validation is None:
@@ -110,6 +112,30 @@ def find_ticket(model, method, train_data, validation_data=None, target_sparsity
         if distribution is not None:
             keras.distribution.set_distribution(previous)
         search.cleanup()
+
+
+def laid_out(model, distribution, printer=print):
+    """`model` with its variables laid out by `distribution`.
+
+    Keras 3 lays a variable out when it is created, under the distribution
+    set then: a model built before `set_distribution` has its weights on one
+    device, and its first step under DataParallel stops in JAX ("incompatible
+    devices for jitted computation"). A functional or Sequential model is
+    therefore rebuilt under the distribution with the same weights (the search
+    returns a new ticket anyway); a subclassed model cannot be rebuilt from
+    its config, so it must be built under the distribution (docs/KERAS3.md)."""
+    if type(model).__name__ not in ("Functional", "Sequential") or core.wrappers(model):
+        return model
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(distribution)
+    try:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    finally:
+        keras.distribution.set_distribution(previous)
+    printer(f"{model.name}: rebuilt under {type(distribution).__name__} (same weights), so "
+            "that every variable is laid out by it.")
+    return copy
 
 
 def finish(search, trained):
