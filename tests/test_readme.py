@@ -27,7 +27,7 @@ PYTHON = [code for kind, code in BLOCKS if kind == "python"]
 SHELL = [line.strip() for kind, code in BLOCKS if kind == "sh"
          for line in code.splitlines() if line.strip() and not line.strip().startswith("#")]
 
-SUBSET = dict(train_limit=12000, validation_size=2000, test_limit=2000)
+SUBSET = dict(train_limit=6000, validation_size=1000, test_limit=1000)
 SMALL = ["--train_limit=1200", "--validation_size=300", "--test_limit=300", "--verbose=0"]
 # The documented flags that make each command short here (appended, in order).
 SHORT = {
