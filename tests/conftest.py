@@ -28,15 +28,16 @@ MNIST_SKIP_REASON = (
 def find_mnist_data_dir():
     """The TFDS data dir holding a prepared MNIST: TFDS_DATA_DIR, else TFDS's
     default (where `tf-unilth find-ticket` downloaded it); None when neither
-    holds it. Never downloads."""
+    holds it. Never downloads. TFDS's default is ~/tensorflow_datasets, read
+    here at call time (TFDS fixes its own when it is imported)."""
     import tensorflow_datasets as tfds
 
-    for data_dir in (os.environ.get("TFDS_DATA_DIR"), None):  # None: TFDS's default
-        if data_dir == "":
+    default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    for data_dir in (os.environ.get("TFDS_DATA_DIR"), default):
+        if not data_dir:
             continue
-        builder = tfds.builder("mnist", data_dir=data_dir)
-        if builder.is_prepared():
-            return data_dir or builder.data_dir_root
+        if tfds.builder("mnist", data_dir=data_dir).is_prepared():
+            return data_dir
     return None
 
 

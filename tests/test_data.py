@@ -382,19 +382,14 @@ def test_the_decoded_copy_on_disk_is_read_instead_of_tfds_and_a_damaged_one_is_r
     assert data._disk_copy_path(tfds.builder("mnist", data_dir=mnist_data_dir)) is None
 
 
-def test_the_tests_find_mnist_where_tfds_puts_it_by_default(tmp_path, mnist_data_dir):
+def test_the_tests_find_mnist_where_tfds_puts_it_by_default(tmp_path, mnist_data_dir,
+                                                            monkeypatch):
     # A user who ran the README's main job has MNIST in ~/tensorflow_datasets,
-    # with no TFDS_DATA_DIR: the tests must not skip then. A fresh process,
-    # because TFDS fixes its default data dir when it is imported.
-    import os, subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
+    # with no TFDS_DATA_DIR: the tests must not skip then.
+    import conftest  # pylint: disable=import-outside-toplevel
     (tmp_path / "tensorflow_datasets").symlink_to(mnist_data_dir)
-    env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import conftest; "
-            "print(conftest.find_mnist_data_dir())")
-    tests = os.path.dirname(os.path.abspath(__file__))
-    for home, found in ((tmp_path, str(tmp_path / "tensorflow_datasets")),
-                        (tmp_path / "empty", "None")):
-        done = subprocess.run([sys.executable, "-c", code, tests], capture_output=True,
-                              text=True, timeout=120, env=dict(env, HOME=str(home)))
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.split()[-1] == found, done.stdout
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert conftest.find_mnist_data_dir() == str(tmp_path / "tensorflow_datasets")
+    monkeypatch.setenv("HOME", str(tmp_path / "empty"))
+    assert conftest.find_mnist_data_dir() is None
