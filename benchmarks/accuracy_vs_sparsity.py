@@ -90,6 +90,9 @@ flags.DEFINE_list("restore_from", [], "Aggregated JSONs of this grid (its --outp
                   "runs only what is missing (JSON: reused).")
 flags.DEFINE_string("lock", None, "A file every run holds with flock(1) while it trains, "
                     "shared with other benchmarks (one training process at a time).")
+flags.DEFINE_string("protocol_note", "", "Where and how the runs ran, when not through "
+                    "find_ticket.py here (e.g. grid_keras3.py on Keras 3 / JAX on a GPU): "
+                    "recorded as the protocol's runner.")
 flags.DEFINE_float("lth_final_sparsity", 0.985, "Where LTH's trajectory stops (1.5% density).")
 flags.DEFINE_multi_string("method_flag", [],
                           "METHOD:--flag=value, repeatable: an extra find_ticket.py flag for "
@@ -192,6 +195,8 @@ def protocol():
     lr, source = learning_rate()
     out = dict(PROTOCOL, dataset=DATASETS[_flag("dataset")], model=_flag("model"),
                learning_rate=lr)
+    if _flag("protocol_note"):
+        out["runner"] = _flag("protocol_note")
     if grid_id():
         out["learning_rate_source"] = source
         out["changes_from_previous_grid"] = [
