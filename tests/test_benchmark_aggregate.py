@@ -316,3 +316,24 @@ def test_plots_written(bench, controls, tmp_path):
     bench.plot_pareto(pts, rows, str(tmp_path / "pareto.png"))
     for name in ("acc.png", "cost.png", "pareto.png"):
         assert (tmp_path / name).stat().st_size > 10000
+
+
+def test_the_keras3_grid_runner_plans_the_grids_cells_and_their_epochs(tmp_path):
+    """grid_keras3.py (the Conv-2 / Fashion-MNIST grid on the GPU machine) runs
+    the very cells of accuracy_vs_sparsity, and its deadline check counts a
+    cell's epochs as the methods train them."""
+    runner = load_benchmark("grid_keras3")
+    grid = load_benchmark("accuracy_vs_sparsity")
+    defaults = (grid.FLAGS[f].default for f in ("methods", "sparsities", "seeds"))
+    specs = dict(grid.run_specs(*defaults, extra={}, data_dir="npz", lth_final_sparsity=0.985))
+    assert len(specs) == 93 and "random_equal_s0.965_seed2" in specs
+    lth = specs["lth_seed0"]  # to 1.5% density at 20% a round: 19 levels + the dense one
+    assert runner._epochs(lth) == 20 * 10  # pylint: disable=protected-access
+    assert runner._epochs(specs["lth_e1_seed0"]) == 20  # pylint: disable=protected-access
+    assert runner._epochs(specs["unilth_s0.98_seed1"]) == 60  # pylint: disable=protected-access
+    assert runner._epochs(specs["dense_seed0"]) == 30  # pylint: disable=protected-access
+    moved = runner._with_lr(specs["dense_seed0"], 3e-4)  # pylint: disable=protected-access
+    assert [a for a in moved if a.startswith("--learning_rate")] == ["--learning_rate=0.0003"]
+    fv = runner._flag_values(lth)  # pylint: disable=protected-access
+    assert (fv.method, fv.rewind_step, fv.epochs_per_round, fv.target_sparsity) == (
+        "lth", 0, 10, 0.985)
