@@ -45,6 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
+import accuracy_vs_sparsity as grid  # noqa: E402  (benchmarks/: the grid's cells and rules)
+import keras3_equivalence  # noqa: E402  (its .npz split and device name)
+
 TUNE_LRS = ("3e-4", "6e-4", "1.2e-3")
 # The CLI's run flags a grid spec uses that are not method hyperparameters.
 COMMON = {"dataset": ("string", "mnist"), "model": ("string", "lenet300_100"),
@@ -68,7 +71,6 @@ def make_data(dataset, out):
 def make_specs(dataset, model, out):
     """The grid's (name, flags) for `dataset` / `model`, as
     accuracy_vs_sparsity runs them; the learning rate is set by `run`'s tune."""
-    import accuracy_vs_sparsity as grid  # pylint: disable=import-outside-toplevel
     grid.FLAGS(["grid", f"--dataset={dataset}", f"--model={model}", "--data_dir=npz"])
     specs = grid.run_specs(extra={})
     with open(out, "w") as f:
@@ -88,14 +90,6 @@ def _flag_values(argv):
     return fv
 
 
-def split(data, seed, validation_size):
-    """(train, validation, test) float pairs, the validation part held out as
-    tf_unilth.data.load holds it out (gpu_speed.split)."""
-    import gpu_speed  # pylint: disable=import-outside-toplevel
-    return gpu_speed.split(data["x_train"], data["y_train"], data["x_test"], data["y_test"],
-                           seed, validation_size)
-
-
 def run_one(name, argv, data_path, work_dir, train_limit=0):
     """One grid cell through tf_unilth.find_ticket on Keras 3: its results.json."""
     import keras  # pylint: disable=import-outside-toplevel
@@ -103,13 +97,11 @@ def run_one(name, argv, data_path, work_dir, train_limit=0):
     from tf_unilth import methods, results  # pylint: disable=import-outside-toplevel
     from tf_unilth.cli import method_flags  # pylint: disable=import-outside-toplevel
     from tf_unilth.keras3 import models  # pylint: disable=import-outside-toplevel
-    import keras3_equivalence  # pylint: disable=import-outside-toplevel
     fv = _flag_values(argv)
     method = methods.get(fv.method).create(**method_flags.values(fv.method, fv))
     with np.load(data_path) as f:
-        data = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
         num_classes = int(f["num_classes"])
-    train, val, test = split(data, fv.seed, fv.validation_size)
+    train, val, test = keras3_equivalence.load_mnist(data_path, fv.seed, fv.validation_size)
     if train_limit:
         train = (train[0][:train_limit], train[1][:train_limit])
     keras.utils.set_random_seed(fv.seed)
@@ -174,9 +166,9 @@ class Pool:
         cmd = [sys.executable, os.path.abspath(__file__), "one", f"--name={name}",
                f"--data={self.args.data}", f"--work_dir={self.args.work_dir}",
                f"--train_limit={self.args.train_limit}", "--"] + argv
-        log = open(os.path.join(out, "stderr.log"), "a")  # pylint: disable=consider-using-with
-        self.running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
-                              time.time(), _epochs(argv))
+        with open(os.path.join(out, "stderr.log"), "a") as log:  # the child keeps its copy
+            self.running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
+                                  time.time(), _epochs(argv))
         print(f"{time.strftime('%H:%M:%S')} start {name} ({_epochs(argv)} epochs; "
               f"{len(self.running)} running)", flush=True)
 
@@ -212,29 +204,19 @@ class Pool:
                 if len(self.running) >= self.args.parallel:
                     break
                 name, argv = item
-                dep = _depends_on(argv)
+                dep = grid.depends_on(argv)
                 if dep is not None and not self.done(dep):
                     if dep not in self.running and not any(n == dep for n, _ in pending):
                         pending.remove(item)  # its dependency will not finish in this call
                     continue
                 pending.remove(item)
-                argv = _resolve(argv, self.args.work_dir)
+                argv = grid.resolve(argv, self.args.work_dir)
                 if self.fits(argv):
                     self.start(name, argv)
                 else:
                     print(f"not started (would not finish before the deadline): {name}")
             time.sleep(2)
         return [n for n, _ in specs if not self.done(n)]
-
-
-def _depends_on(argv):
-    import accuracy_vs_sparsity as grid  # pylint: disable=import-outside-toplevel
-    return grid.depends_on(argv)
-
-
-def _resolve(argv, work_dir):
-    import accuracy_vs_sparsity as grid  # pylint: disable=import-outside-toplevel
-    return grid.resolve(argv, work_dir)
 
 
 def tune(pool, specs, lrs):
