@@ -1181,8 +1181,12 @@ def reused_runs():
         if os.path.islink(path):
             with open(os.path.join(path, "launch.json")) as f:
                 launch = json.load(f)
-            out[name] = {"from": os.path.relpath(os.path.realpath(path), ROOT),
-                         "library_commit": launch_commit(launch)}
+            target, own = os.path.realpath(path), os.path.realpath(work_dir())
+            # A link to a run of the same work dir (the tune's dense run) is
+            # named within it, wherever the work dir lives.
+            where = (os.path.join("work_dir", os.path.relpath(target, own))
+                     if os.path.dirname(target) == own else os.path.relpath(target, ROOT))
+            out[name] = {"from": where, "library_commit": launch_commit(launch)}
         elif os.path.exists(os.path.join(path, "results.json")):
             with open(os.path.join(path, "results.json")) as f:
                 restored = json.load(f).get("restored_from")
