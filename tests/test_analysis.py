@@ -220,3 +220,112 @@ def test_parameters_round_trip_between_wrapped_and_plain_models():
     assert analysis.weight_distance(ticket, plain, mask=masks.get_masks(ticket)).l2 == 0.0
     with pytest.raises(ValueError, match="missing"):
         analysis.set_parameters(toy_model(seed=9), {"fc1/kernel": params["fc1/kernel"]})
+
+
+def _nested(seed=0, regularizer=None):
+    """Input -> fc1 -> Sequential "block" [inner1, inner2] -> output."""
+    init = lambda k: keras.initializers.GlorotNormal(seed=seed * 10 + k)  # noqa: E731
+    inputs = keras.Input((20,))
+    x = keras.layers.Dense(16, activation="relu", name="fc1", kernel_initializer=init(1))(inputs)
+    block = keras.Sequential([
+        keras.layers.Dense(12, activation="relu", name="inner1", kernel_initializer=init(2),
+                           kernel_regularizer=regularizer),
+        keras.layers.Dense(8, activation="relu", name="inner2", kernel_initializer=init(3)),
+    ], name="block")
+    outputs = keras.layers.Dense(3, name="output", kernel_initializer=init(4))(block(x))
+    return keras.Model(inputs, outputs)
+
+
+NESTED_KEYS = {"fc1/0", "block/inner1/0", "block/inner2/0", "output/0"}
+
+
+def test_a_nested_model_is_analysed_through_its_inner_layers():
+    a, b = _nested(seed=0, regularizer="l2"), _nested(seed=1, regularizer="l2")
+    distance = analysis.weight_distance(a, b)
+    assert set(distance.layers) == NESTED_KEYS
+    assert distance.count == 20 * 16 + 16 * 12 + 12 * 8 + 8 * 3  # kernels only
+    inner = lambda m, name: m.get_layer("block").get_layer(name).kernel.numpy()  # noqa: E731
+    assert distance.layers["block/inner2/0"] == pytest.approx(
+        np.linalg.norm(inner(a, "inner2") - inner(b, "inner2")), rel=1e-5)
+    mid = analysis.interpolate(a, b, 0.25)
+    assert [layer.name for layer in mid.get_layer("block").layers] == ["inner1", "inner2"]
+    assert mid.get_layer("block") is not a.get_layer("block")  # a fresh clone
+    np.testing.assert_allclose(inner(mid, "inner2"),
+                               0.75 * inner(a, "inner2") + 0.25 * inner(b, "inner2"), rtol=1e-6)
+    assert mid.losses == []  # the inner layer's regularizer is left out too
+    assert len(a.losses) == 1  # the original keeps it
+    params = analysis.get_parameters(a)
+    assert set(params) == {f"{layer}/{weight}" for layer in ("fc1", "block/inner1",
+                                                              "block/inner2", "output")
+                           for weight in ("kernel", "bias")}
+    np.testing.assert_array_equal(params["block/inner1/kernel"], inner(a, "inner1"))
+    assert analysis.set_parameters(b, params) is b
+    assert analysis.weight_distance(a, b).l2 == 0.0
+    np.testing.assert_array_equal(b.get_layer("block").get_layer("inner2").bias.numpy(),
+                                  params["block/inner2/bias"])
+    with pytest.raises(ValueError, match=r"missing \['block/inner2/bias'\]"):
+        analysis.set_parameters(b, {k: v for k, v in params.items()
+                                    if k != "block/inner2/bias"})
+
+
+def test_wrapped_nested_tickets_keep_their_removed_inner_weights_at_zero(data):
+    a, b = wrapper.prune(_nested(seed=0)), wrapper.prune(_nested(seed=0))
+    for model in (a, b):
+        masks.remove(model, masks.magnitude_layerwise(model, 0.5))
+    for r in masks.pruned_weights(b):
+        r.weight.assign(r.weight * r.mask + 0.3 * r.mask)
+    mask = masks.get_masks(a)
+    assert set(mask) == NESTED_KEYS
+    mid = analysis.interpolate(a, b, 0.5)
+    assert not wrapper.wrappers(mid)
+    for name in ("inner1", "inner2"):
+        kernel = mid.get_layer("block").get_layer(name).kernel.numpy()
+        keep = mask[f"block/{name}/0"]
+        assert np.all(kernel[~keep] == 0.0) and np.all(kernel[keep] != 0.0)
+    assert analysis.weight_distance(a, b).count == sum(int(k.sum()) for k in mask.values())
+    assert analysis.instability(a, a, data[1], points=3).barrier == 0.0
+    # A layer kept dense (exclude=, here inside the block) has no mask to compare.
+    partial = wrapper.prune(_nested(seed=0), exclude=["block/inner1"])
+    assert set(analysis.weight_distance(partial, partial).layers) == NESTED_KEYS - {
+        "block/inner1/0"}
+    record = [r for r in masks.pruned_weights(b) if r.key == "block/inner2/0"][0]
+    keep = record.mask.numpy().copy()
+    keep.reshape(-1)[np.flatnonzero(keep)[:3]] = 0
+    record.mask.assign(keep)
+    with pytest.raises(ValueError, match=r"Masks differ in layer 'block/inner2'.*3 of 96"):
+        analysis.weight_distance(a, b)
+
+
+def test_stability_test_on_a_nested_model(data):
+    (x, y), test = data
+    mask = masks.get_masks(_ticket_of(_nested(seed=3)))
+    result = analysis.stability_test(_nested(seed=3), mask, 0, (x, y), test, train_steps=4,
+                                     batch_size=32, learning_rate=1e-2, points=3,
+                                     keep_models=True)
+    assert result.distance.l2 > 0 and set(result.distance.layers) == NESTED_KEYS
+    for copy in result.models:
+        for key, keep in masks.get_masks(copy).items():
+            np.testing.assert_array_equal(keep, mask[key])
+
+
+def _ticket_of(model, rate=0.6):
+    model = wrapper.prune(model)
+    masks.remove(model, masks.magnitude_layerwise(model, rate))
+    return model
+
+
+def test_a_bidirectional_layer_keeps_both_directions_parameters():
+    """Forward and backward weights share their short names ("bi/kernel"):
+    every one of them is kept, under its variable's path, and round trips."""
+    L = keras.layers
+    i = keras.Input((5, 3))
+    x = L.Bidirectional(L.GRU(4), name="bi")(i)
+    model = keras.Model(i, L.Dense(2, name="out")(x))
+    params = analysis.get_parameters(model)
+    own = [v for layer in model.layers for v in layer.weights]
+    assert len(params) == len(own) == 8
+    assert any("forward" in n for n in params) and any("backward" in n for n in params)
+    other = keras.models.clone_model(model)
+    analysis.set_parameters(other, params)
+    for a, b in zip(own, [v for layer in other.layers for v in layer.weights]):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -20,7 +20,11 @@ path is evaluated with a Search's compile and evaluate (the training's loss
 and accuracy). (x, y) arrays are batched by `tf_unilth.data.from_arrays`.
 
 Models may be plain tf_keras models (stripped tickets; the mask is given or
-taken as weight != 0) or wrapped by `tf_unilth.prune` (the wrappers' masks).
+taken as weight != 0) or wrapped by `tf_unilth.prune` (the wrappers' masks),
+Sequential or functional, nested ones included (a functional model holding a
+Sequential or functional block as a layer): mask keys are those of
+`tf_unilth.prunable` ("block/dense/0"), parameter names keep the inner layer
+("block/dense/kernel").
 Masks are `tf_unilth.sparsity.Mask` values (plain {key: bool array} dicts are
 accepted). Nothing here modifies the models it is given: interpolation and
 training run on fresh clones of the architecture.
@@ -32,11 +36,14 @@ import time
 
 import numpy as np
 
-from tf_unilth._compat import check_model, keras, prunable_weights, static_batch_size, tf, tfmot
+from tf_unilth._compat import (TfmotPruneLowMagnitude, check_model, clone_model,
+                               collect_prunable_layers, keras, static_batch_size, tf,
+                               unwrapped_layer)
 from tf_unilth import callbacks as callbacks_lib
 from tf_unilth import data as data_lib
 from tf_unilth import distribute
 from tf_unilth import masks as masks_lib
+from tf_unilth import prunable as prunable_lib
 from tf_unilth import search as search_lib
 from tf_unilth import wrapper as wrapper_lib
 from tf_unilth.sparsity import Mask
@@ -143,27 +150,49 @@ class _Snapshot:
         return [a * mask[k] if k is not None else a for a, k in zip(self.arrays, self.keys)]
 
 
+def _unwrap(layer):
+    """A layer of a wrapped model as a plain model holds it: a pruning wrapper's
+    layer, a nested model holding wrappers without them (recursively)."""
+    if isinstance(layer, TfmotPruneLowMagnitude):
+        return unwrapped_layer(layer)
+    if isinstance(layer, keras.Model) and collect_prunable_layers(layer):
+        return clone_model(layer, _unwrap)
+    return layer
+
+
 def _plain_view(model):
-    """The model without pruning wrappers, sharing its variables (not a copy)."""
+    """The model without pruning wrappers, sharing its variables (not a copy).
+
+    tfmot's strip_pruning without its side effects, through `_compat.clone_model`
+    (tf_keras' own clone never returns for a wrapped nested model)."""
     if wrapper_lib.wrappers(model):
-        return tfmot.sparsity.keras.strip_pruning(model)
+        return clone_model(model, _unwrap)
     return model
 
 
-def _parameters(plain):
-    """[(variable, mask key or None)] over the plain model's layer weights.
+def _parameters(plain, keys=None):
+    """[(variable, mask key or None)] over the plain model's layer weights (a
+    nested model's weights all under its layer, in its own order).
 
     The penalties and removal plans of `tf_unilth.prune` live on the wrappers,
-    so a plain view's layers hold only their parameters. Keys are `Mask.key`'s,
-    as `masks.get_masks` and `masks.zeros_mask` read them."""
-    params = []
-    for layer in plain.layers:
-        if isinstance(layer, keras.Model):
-            raise TypeError(f"Layer {layer.name!r} is a nested model; flatten it into the "
-                            "outer functional model to analyse it.")
-        keys = {id(v): Mask.key(layer.name, i) for i, v in enumerate(prunable_weights(layer))}
-        params.extend((v, keys.get(id(v))) for v in layer.weights)
-    return params
+    so a plain view's layers hold only their parameters. `keys`: {id(variable):
+    mask key} of the pruned weights; by default those of `prunable.model_entries`
+    (keys as `masks.get_masks` and `masks.zeros_mask` read them)."""
+    if keys is None:
+        keys = {id(v): key for key, v in prunable_lib.model_entries(plain)}
+    return [(v, keys.get(id(v))) for v in _own_params(plain)]
+
+
+def _wrapper_keys(model, plain):
+    """{id(variable): mask key} of the weights `model`'s wrappers prune (none for
+    a layer kept dense by `exclude=`), checked to be among `plain`'s."""
+    keys = {id(r.weight): r.key for r in masks_lib.pruned_weights(model)}
+    held = {id(v) for v in _own_params(plain)}
+    if set(keys) - held:
+        raise TypeError(f"The pruned weights of model {model.name!r} are not among its "
+                        "layers' weights once unwrapped; the analysis supports models "
+                        "wrapped by tf_unilth.prune (or tfmot's prune_low_magnitude).")
+    return keys
 
 
 def _fit_mask(mask, shapes, what):
@@ -188,7 +217,8 @@ def _snapshot(model, mask=None, what="the model"):
     check_model(model)
     wrapped = bool(wrapper_lib.wrappers(model))
     plain = _plain_view(model)
-    params = _parameters(plain)
+    # Wrapped: the weights the wrappers prune (an excluded layer's stay dense).
+    params = _parameters(plain, _wrapper_keys(model, plain) if wrapped else None)
     arrays = [v.numpy() for v, _ in params]
     keys = [k for _, k in params]
     shapes = {k: a.shape for a, k in zip(arrays, keys) if k is not None}
@@ -257,6 +287,8 @@ def _clone_plain(template):
     they change neither inference nor the parameters). Call it in the scope of
     the strategy the clone is to run under."""
     def clone_layer(layer):
+        if isinstance(layer, keras.Model):  # a nested model: its layers the same way
+            return clone_model(layer, clone_layer)
         config = layer.get_config()
         for key in list(config):
             if key.endswith("_regularizer"):
@@ -264,11 +296,11 @@ def _clone_plain(template):
         return layer.__class__.from_config(config)
 
     try:
-        clone = keras.models.clone_model(template, clone_function=clone_layer)
+        clone = clone_model(template, clone_layer)
     except ValueError as e:
         raise TypeError(f"Cannot clone model {template.name!r} ({e}). The analysis needs a "
                         "Sequential or functional tf_keras model.") from e
-    if [v.shape for v in _own_params(clone)] != [v.shape for v, _ in _parameters(template)]:
+    if [v.shape for v in _own_params(clone)] != [v.shape for v in _own_params(template)]:
         raise TypeError(f"The clone of {template.name!r} has other weights than the model; "
                         "the analysis supports Sequential and functional tf_keras models "
                         "of standard layers.")
@@ -276,20 +308,46 @@ def _clone_plain(template):
 
 
 def _own_params(plain):
-    return [v for v, _ in _parameters(plain)]
+    """The plain model's layer weights, in the order of `_parameters`."""
+    return [v for layer in plain.layers for v in layer.weights]
 
 
 def _parameter_names(plain):
-    return [f"{layer.name}/{v.name.split('/')[-1].split(':')[0]}"
-            for layer in plain.layers for v in layer.weights]
+    """The name, "<layer>/<weight>", of each of `_own_params(plain)`; in a
+    nested model the layer is the path of the inner layer holding the weight
+    ("block/dense/kernel")."""
+    names = {}
+
+    def walk(layer, path):
+        if isinstance(layer, keras.Model):  # a nested model: its layers by their paths
+            for sub in layer.layers:
+                walk(sub, prunable_lib.join(path, sub.name))
+        for v in layer.weights:  # a nested model's own variables, if any, under its path
+            names.setdefault(id(v), f"{path}/{v.name.split('/')[-1].split(':')[0]}")
+
+    for layer in plain.layers:
+        walk(layer, layer.name)
+    out = [names[id(v)] for v in _own_params(plain)]
+    # A wrapper's inner layers can give two weights one short name (a
+    # Bidirectional's forward and backward "bi/kernel"): those are named by
+    # their variables' full paths, so no parameter is silently dropped.
+    clash = {n for n in out if out.count(n) > 1}
+    out = [f"{n.rsplit('/', 1)[0]}/{v.name.split(':')[0]}" if n in clash else n
+           for n, v in zip(out, _own_params(plain))]
+    if len(set(out)) != len(out):
+        raise TypeError(f"Model {plain.name!r} has weights of the same name "
+                        f"({sorted(n for n in out if out.count(n) > 1)[:3]}); give its "
+                        "layers distinct names to analyse it.")
+    return out
 
 
 def get_parameters(model):
-    """{"<layer>/<weight>": array} of the weights the analysis compares and
-    interpolates (kernels, biases, normalization parameters and statistics),
-    wrapped or not; pruning state (masks, steps, regularizer variables) is
-    left out. Use it to keep theta_k during a run and `set_parameters` to put
-    it into a fresh model of the same architecture."""
+    """{"<layer>/<weight>": array} ("<block>/<layer>/<weight>" inside a nested
+    model) of the weights the analysis compares and interpolates (kernels,
+    biases, normalization parameters and statistics), wrapped or not; pruning
+    state (masks, steps, regularizer variables) is left out. Use it to keep
+    theta_k during a run and `set_parameters` to put it into a fresh model of
+    the same architecture."""
     check_model(model)
     plain = _plain_view(model)
     return {name: v.numpy() for name, v in zip(_parameter_names(plain), _own_params(plain))}
