@@ -332,13 +332,21 @@ def _parameter_names(plain):
     # Bidirectional's forward and backward "bi/kernel"): those are named by
     # their variables' full paths, so no parameter is silently dropped.
     clash = {n for n in out if out.count(n) > 1}
-    out = [f"{n.rsplit('/', 1)[0]}/{v.name.split(':')[0]}" if n in clash else n
+    out = [_full_name(n.rsplit("/", 1)[0], v.name.split(":")[0]) if n in clash else n
            for n, v in zip(out, _own_params(plain))]
     if len(set(out)) != len(out):
         raise TypeError(f"Model {plain.name!r} has weights of the same name "
                         f"({sorted(n for n in out if out.count(n) > 1)[:3]}); give its "
                         "layers distinct names to analyse it.")
     return out
+
+
+def _full_name(path, variable_name):
+    """`variable_name` under `path`, the path not repeated when it leads it
+    ("bi" and "bi/forward_gru/gru_cell/kernel")."""
+    if variable_name.startswith(path + "/"):
+        return variable_name
+    return f"{path}/{variable_name}"
 
 
 def get_parameters(model):
