@@ -147,7 +147,8 @@ MODELS = {f.__name__: f for f in (mlp, cnn, text_cnn, lstm, gru_simple_rnn, bidi
                                   time_distributed, transformer, nested, subclassed,
                                   custom_prunable, normalization, mobilenet_v2)}
 QUICK = ("mlp", "lstm", "nested")
-TICKET_METHODS = ("random", "lth", "dlth", "unilth", "unilth_retrain_k", "unidlth")
+# Every registered method but dense (which makes no ticket).
+TICKET_METHODS = tuple(n for n in tf_unilth.methods.names() if n != "dense")
 FULL_TICKETS = tuple((m, t) for m in TICKET_METHODS for t in (0.5, 0.9))
 QUICK_TICKETS = (("random", 0.5),)
 # Budgets a few steps long (the point is that each method runs on each model).
